@@ -1,0 +1,49 @@
+"""siamdecon: self-supervised deconvolution of 2D and 3D fluorescence images with Siamese networks.
+
+Public API::
+
+    from siamdecon import Deconvolver, deconvolve, make_config, load_psf, generate_psf
+    from siamdecon import richardson_lucy, read_image, write_image, evaluate, degrade
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .classical import richardson_lucy, richardson_lucy_series  # noqa: E402
+from .config import Config, make_config  # noqa: E402
+from .errors import ConfigError, InputError, SiamdeconError  # noqa: E402
+from .io import ImageData, read_image, write_image  # noqa: E402
+from .losses import LossWeights, loss_preset  # noqa: E402
+from .metrics import evaluate  # noqa: E402
+from .model import Deconvolver, deconvolve  # noqa: E402
+from .operators import PSFConvolution  # noqa: E402
+from .psf import generate_psf, load_psf, normalize_psf, validate_psf  # noqa: E402
+from .simulate import degrade, filament_phantom, rescale01  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "Config",
+    "ConfigError",
+    "Deconvolver",
+    "ImageData",
+    "InputError",
+    "LossWeights",
+    "PSFConvolution",
+    "SiamdeconError",
+    "deconvolve",
+    "degrade",
+    "evaluate",
+    "filament_phantom",
+    "generate_psf",
+    "load_psf",
+    "loss_preset",
+    "make_config",
+    "normalize_psf",
+    "read_image",
+    "rescale01",
+    "richardson_lucy",
+    "richardson_lucy_series",
+    "validate_psf",
+    "write_image",
+]

@@ -1,0 +1,118 @@
+"""Tiled inference: overlapping tiles blended with pyramid weights.
+
+Each tile's prediction is weighted by a separable pyramid, highest at the tile centre and lowest at
+its border, so that the unreliable margins of a tile (where the network saw padding instead of
+context) count least and neighbouring tiles blend without seams. Outputs always have exactly the
+input's spatial shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+__all__ = ["tile_starts", "pyramid_weights", "predict_tiled"]
+
+
+def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``[0, n)`` with at least ``overlap`` overlap."""
+    if tile >= n:
+        return [0]
+    step = max(tile - overlap, 1)
+    starts = list(range(0, n - tile, step))
+    starts.append(n - tile)
+    return starts
+
+
+def pyramid_weights(shape: tuple[int, ...]) -> np.ndarray:
+    """Separable pyramid: per axis ``min(i + 1, n - i)``, multiplied over axes (float32)."""
+    w = np.ones((), dtype=np.float32)
+    for n in shape:
+        i = np.arange(n, dtype=np.float32)
+        ramp = np.minimum(i + 1, n - i)
+        w = np.multiply.outer(w, ramp)
+    return w.astype(np.float32)
+
+
+def _tiles(spatial: tuple[int, ...], tile: tuple[int, ...], overlap: int) -> Iterator[tuple[slice, ...]]:
+    grids = [tile_starts(n, t, overlap) for n, t in zip(spatial, tile, strict=False)]
+    for starts in np.ndindex(*[len(g) for g in grids]):
+        yield tuple(slice(g[i], g[i] + min(t, n)) for g, i, t, n in zip(grids, starts, tile, spatial, strict=False))
+
+
+def predict_tiled(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    image: np.ndarray,
+    tile_size: int,
+    overlap: int,
+    *,
+    batch_size: int = 4,
+    margin: int = 0,
+    out_channels: int = 1,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> np.ndarray:
+    """Apply ``fn`` to overlapping tiles of ``image`` and blend the results.
+
+    Parameters
+    ----------
+    fn : callable
+        Maps a ``(B, C, *tile)`` tensor to ``(B, out_channels, *tile)``.
+    image : np.ndarray
+        ``(C, *spatial)`` input.
+    tile_size : int
+        Tile side (clipped to the image on small axes).
+    overlap : int
+        Overlap between neighbouring tiles, in pixels.
+    batch_size : int
+        Tiles per call of ``fn``.
+    margin : int
+        Extra context read around every tile and discarded after prediction, so that the tile's
+        own border does not see zero padding (use about the network's receptive field).
+    out_channels : int
+        Channels returned by ``fn``.
+    device : str or torch.device
+        Where ``fn`` runs.
+    progress : bool
+        Show a progress bar over tiles.
+
+    Returns
+    -------
+    np.ndarray
+        ``(out_channels, *spatial)`` float32 prediction.
+    """
+    if overlap >= tile_size:
+        raise ValueError(f"overlap ({overlap}) must be smaller than the tile size ({tile_size})")
+    spatial = tuple(image.shape[1:])
+    tile = tuple(min(tile_size, n) for n in spatial)
+    window = tuple(min(t + 2 * margin, n) for t, n in zip(tile, spatial, strict=False))
+    weights = torch.from_numpy(pyramid_weights(tile))
+    out = torch.zeros((out_channels, *spatial), dtype=torch.float32)
+    norm = torch.zeros(spatial, dtype=torch.float32)
+    regions = list(_tiles(spatial, tile, overlap))
+    src = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+
+    def context(core: tuple[slice, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        # The window is shifted (not clipped) at the image border so all windows share one shape.
+        starts = [min(max(c.start - margin, 0), n - w) for c, n, w in zip(core, spatial, window, strict=False)]
+        win = tuple(slice(a, a + w) for a, w in zip(starts, window, strict=False))
+        inner = tuple(slice(c.start - a, c.stop - a) for c, a in zip(core, starts, strict=False))
+        return win, inner
+
+    bar = tqdm(total=len(regions), desc="tiles", disable=not progress or len(regions) == 1, leave=False)
+    try:
+        with torch.no_grad():
+            for b in range(0, len(regions), batch_size):
+                chunk = [(r, *context(r)) for r in regions[b : b + batch_size]]
+                batch = torch.stack([src[(slice(None), *win)] for _, win, _ in chunk]).to(device)
+                pred = fn(batch).float().cpu()
+                for (core, _, inner), p in zip(chunk, pred, strict=False):
+                    out[(slice(None), *core)] += p[(slice(None), *inner)] * weights
+                    norm[core] += weights
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+    return (out / norm).numpy()

@@ -1,0 +1,225 @@
+"""The trained deconvolver: fit on an image, predict, save and load.
+
+A model file holds the network weights, the full config, the PSF and the normalization
+statistics, so it can be reloaded on another machine (CPU, CUDA or MPS) and applied without
+any other file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import Config, make_config
+from .data import Normalization
+from .errors import InputError
+from .inference import predict_tiled
+from .io import atomic_path
+from .psf import check_psf_fits, normalize_psf, validate_psf
+from .training import TrainResult, build_network, resolve_device, train
+
+__all__ = ["Deconvolver", "deconvolve"]
+
+_FORMAT = "siamdecon-model"
+_FORMAT_VERSION = 1
+
+
+class Deconvolver:
+    """A self-supervised deconvolution network trained on one image.
+
+    Use :meth:`fit` to train, :meth:`predict` to deconvolve, :meth:`save`/:meth:`load` to keep it.
+
+    Examples
+    --------
+    >>> model = Deconvolver.fit(image, psf, make_config("fast", ndim=2))  # doctest: +SKIP
+    >>> sharp = model.predict(image)                                      # doctest: +SKIP
+    >>> model.save("model.pt"); Deconvolver.load("model.pt")               # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        config: Config,
+        psf: np.ndarray,
+        normalization: Normalization,
+        history: list[dict[str, float]] | None = None,
+        train_seconds: float = 0.0,
+        interrupted: bool = False,
+    ) -> None:
+        self.network = network.eval()
+        self.config = config
+        self.psf = np.asarray(psf, dtype=np.float32)
+        self.normalization = normalization
+        self.history = history or []
+        self.train_seconds = train_seconds
+        self.interrupted = interrupted
+
+    # -- training ---------------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        image: np.ndarray,
+        psf: np.ndarray,
+        config: Config | None = None,
+        *,
+        progress: bool = True,
+        **kwargs: Any,
+    ) -> Deconvolver:
+        """Train on ``image`` with the known ``psf``.
+
+        Parameters
+        ----------
+        image : np.ndarray
+            Raw 2D image or 3D volume (z, y, x).
+        psf : np.ndarray
+            PSF with the same number of dimensions; validated and normalized to sum 1.
+        config : Config, optional
+            Settings; default the ``fast`` preset for the image's dimensionality.
+        progress : bool
+            Show a progress bar.
+        **kwargs
+            Passed to :func:`siamdecon.training.train` (``callback``, ``allow_interrupt``...).
+        """
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim not in (2, 3):
+            raise InputError(f"image must be 2D or 3D, got shape {image.shape}")
+        psf = normalize_psf(validate_psf(psf, ndim=image.ndim))
+        check_psf_fits(psf.shape, image.shape)
+        config = config or make_config("fast", ndim=image.ndim)
+        if config.ndim != image.ndim:
+            config = config.model_copy(update={"ndim": image.ndim})
+        result: TrainResult = train(image, psf, config, progress=progress, **kwargs)
+        return cls(
+            result.network, config, psf, result.normalization, result.history, result.seconds, result.interrupted
+        )
+
+    # -- inference --------------------------------------------------------------------------------
+    def predict(
+        self,
+        image: np.ndarray,
+        *,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        device: str | None = None,
+        normalization: str = "model",
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Deconvolve an image: unmasked forward pass, no PSF, de-standardized.
+
+        Parameters
+        ----------
+        image : np.ndarray
+            Raw image with the model's number of dimensions.
+        tile_size, tile_overlap : int, optional
+            Tiling (default from the config); inputs up to ``tile_size`` run in one pass.
+        device : str, optional
+            Default the training device setting (``auto``).
+        normalization : {"model", "image"}
+            Standardize with the statistics stored in the model (default) or recompute them on
+            ``image`` (for applying a model to a different image with other intensities).
+        progress : bool
+            Show a progress bar over tiles.
+
+        Returns
+        -------
+        np.ndarray
+            Float32 array of exactly the input's shape.
+        """
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != self.config.ndim:
+            raise InputError(
+                f"this model was trained on {self.config.ndim}D data but the image is {image.ndim}D"
+                f" (shape {image.shape})"
+            )
+        if normalization == "model":
+            norm = self.normalization
+        elif normalization == "image":
+            from .data import standardize
+
+            _, norm = standardize(image)
+        else:
+            raise ValueError(f"normalization must be 'model' or 'image', got {normalization!r}")
+        inf = self.config.inference
+        tile = tile_size or inf.tile_size
+        overlap = inf.tile_overlap if tile_overlap is None else tile_overlap
+        if overlap >= tile:
+            raise InputError(f"tile overlap ({overlap}) must be smaller than the tile size ({tile})")
+        dev = resolve_device(device or self.config.training.device)
+        inputs = norm.apply(image)[None]
+        net = self.network.to(dev).eval()
+        saved = (net.mean, net.std)
+        net.mean, net.std = norm.mean, norm.std
+        try:
+            out = predict_tiled(
+                net, inputs, tile, overlap, batch_size=inf.batch_size, margin=inf.context, device=dev, progress=progress
+            )
+        finally:
+            net.mean, net.std = saved
+        return norm.invert(out[0])
+
+    # -- files --------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write weights, config, PSF and normalization to one file (atomically)."""
+        p = Path(path)
+        state = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "siamdecon_version": __version__,
+            "config": self.config.model_dump_json(),
+            "psf": torch.from_numpy(self.psf.copy()),
+            "normalization": self.normalization.to_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+            "train_seconds": float(self.train_seconds),
+            "final_loss": float(self.history[-1]["total"]) if self.history else float("nan"),
+            "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        with atomic_path(p) as tmp:
+            torch.save(state, tmp)
+        return p
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: str = "cpu") -> Deconvolver:
+        """Load a model written by :meth:`save` (onto ``device``; default CPU)."""
+        p = Path(path)
+        if not p.exists():
+            raise InputError(f"model file '{p}' does not exist")
+        try:
+            state = torch.load(p, map_location=device, weights_only=True)
+        except Exception as exc:
+            raise InputError(f"'{p}' is not a readable siamdecon model file: {exc}") from exc
+        if not isinstance(state, dict) or state.get("format") != _FORMAT:
+            raise InputError(f"'{p}' is not a siamdecon model file (no '{_FORMAT}' header)")
+        if state.get("format_version", 0) > _FORMAT_VERSION:
+            raise InputError(
+                f"model '{p}' was written by a newer siamdecon (format {state['format_version']});"
+                " upgrade siamdecon to read it"
+            )
+        config = Config.model_validate_json(state["config"])
+        norm = Normalization(**state["normalization"])
+        psf = state["psf"].cpu().numpy()
+        net = build_network(config, psf, norm)
+        net.load_state_dict(state["state_dict"])
+        return cls(
+            net,
+            config,
+            psf,
+            norm,
+            train_seconds=state.get("train_seconds", 0.0),
+        )
+
+
+def deconvolve(image: np.ndarray, psf: np.ndarray, config: Config | None = None, **fit_kwargs: Any) -> np.ndarray:
+    """Train on ``image`` and return its deconvolution (the one-call API).
+
+    Examples
+    --------
+    >>> from siamdecon import deconvolve, make_config       # doctest: +SKIP
+    >>> sharp = deconvolve(image, psf, make_config("fast", ndim=image.ndim))  # doctest: +SKIP
+    """
+    return Deconvolver.fit(image, psf, config, **fit_kwargs).predict(image)

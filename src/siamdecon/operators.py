@@ -1,0 +1,172 @@
+"""The forward operator: convolution with a fixed PSF, as a differentiable ``torch.nn.Module``.
+
+Two backends give the same result as ``scipy.signal.convolve(x, psf, mode="same")`` with a zero
+boundary: ``"fft"`` (linear, not circular: the input is zero-padded to at least ``N + K - 1`` per
+axis, rounded up to a size with only small prime factors; the PSF transform is computed once per
+shape, device and dtype and cached) and ``"direct"`` (``conv2d``/``conv3d`` with the flipped kernel).
+``"auto"`` picks by a cost model: direct convolution costs ``N^d K^d`` multiply-adds, FFT
+convolution a few times ``M^d log M^d``; direct wins only for very small kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PSFConvolution", "fast_fft_size", "Backend"]
+
+Backend = Literal["auto", "fft", "direct"]
+
+
+def fast_fft_size(n: int) -> int:
+    """Smallest integer >= ``n`` whose prime factors are only 2, 3 and 5 (fast for pocketfft)."""
+    m = max(int(n), 1)
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+class PSFConvolution(nn.Module):
+    """Convolution with a fixed PSF, ``"same"`` output size, zero boundary.
+
+    Parameters
+    ----------
+    psf : array-like
+        The kernel, 2D or 3D, odd size on every axis (its centre pixel is the origin).
+        It is used as given (normalize it first, e.g. with :func:`siamdecon.psf.normalize_psf`).
+    backend : {"auto", "fft", "direct"}
+        How to convolve. ``"auto"`` chooses per input shape.
+
+    Notes
+    -----
+    Inputs are tensors of shape ``(B, C, *spatial)`` with ``len(spatial) == psf.ndim``; every
+    channel is convolved with the same kernel. :meth:`adjoint` applies the transpose operator
+    (correlation with the PSF), which Lucy-Richardson needs.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> op = PSFConvolution(np.ones((3, 3)) / 9)
+    >>> op(torch.ones(1, 1, 8, 8)).shape
+    torch.Size([1, 1, 8, 8])
+    """
+
+    def __init__(self, psf: np.ndarray | torch.Tensor, backend: Backend = "auto") -> None:
+        super().__init__()
+        kernel = torch.as_tensor(np.asarray(psf, dtype=np.float64) if not isinstance(psf, torch.Tensor) else psf)
+        if kernel.ndim not in (2, 3):
+            raise ValueError(f"PSF must be 2D or 3D, got shape {tuple(kernel.shape)}")
+        if any(s % 2 == 0 for s in kernel.shape):
+            raise ValueError(f"PSF sizes must be odd so that its centre is a pixel, got {tuple(kernel.shape)}")
+        if backend not in ("auto", "fft", "direct"):
+            raise ValueError(f"backend must be 'auto', 'fft' or 'direct', got {backend!r}")
+        self.backend = backend
+        self.ndim = kernel.ndim
+        self.register_buffer("psf", kernel.to(torch.float32).contiguous(), persistent=False)
+        self._otf_cache: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def kernel_shape(self) -> tuple[int, ...]:
+        """Spatial shape of the PSF."""
+        return tuple(self.psf.shape)
+
+    def extra_repr(self) -> str:
+        return f"kernel_shape={self.kernel_shape}, backend={self.backend!r}"
+
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        # Moving the module (.to, .double, .cuda) invalidates cached transforms.
+        self._otf_cache = {}
+        return super()._apply(fn, recurse)
+
+    # -- choosing ---------------------------------------------------------------------------------
+    def choose_backend(self, spatial: tuple[int, ...]) -> Literal["fft", "direct"]:
+        """The backend used for inputs of spatial shape ``spatial``."""
+        if self.backend != "auto":
+            return self.backend  # type: ignore[return-value]
+        n = math.prod(spatial)
+        k = math.prod(self.kernel_shape)
+        m = math.prod(fast_fft_size(s + kk - 1) for s, kk in zip(spatial, self.kernel_shape, strict=False))
+        # Measured on a 2-core CPU: a real FFT round trip plus the product costs roughly 12 direct
+        # multiply-adds per padded pixel per log2 factor.
+        direct_cost = n * k
+        fft_cost = 12.0 * m * max(math.log2(m), 1.0)
+        return "direct" if direct_cost < fft_cost else "fft"
+
+    # -- FFT ----------------------------------------------------------------------------------------
+    def _fft_shape(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(fast_fft_size(s + k - 1) for s, k in zip(spatial, self.kernel_shape, strict=False))
+
+    def _otf(self, fshape: tuple[int, ...], device: torch.device, dtype: torch.dtype, flipped: bool) -> torch.Tensor:
+        key = (fshape, device, dtype, flipped)
+        otf = self._otf_cache.get(key)
+        if otf is None:
+            kernel = self.psf.to(device=device, dtype=dtype)
+            if flipped:
+                kernel = torch.flip(kernel, dims=tuple(range(self.ndim)))
+            dims = tuple(range(-self.ndim, 0))
+            otf = torch.fft.rfftn(kernel, s=fshape, dim=dims)
+            self._otf_cache[key] = otf
+        return otf
+
+    def _fft_conv(self, x: torch.Tensor, flipped: bool) -> torch.Tensor:
+        spatial = tuple(x.shape[-self.ndim :])
+        fshape = self._fft_shape(spatial)
+        dims = tuple(range(-self.ndim, 0))
+        otf = self._otf(fshape, x.device, x.dtype, flipped)
+        full = torch.fft.irfftn(torch.fft.rfftn(x, s=fshape, dim=dims) * otf, s=fshape, dim=dims)
+        # scipy's "same" keeps the centre of the full convolution: offset (K - 1) // 2 per axis.
+        index = tuple(slice((k - 1) // 2, (k - 1) // 2 + s) for k, s in zip(self.kernel_shape, spatial, strict=False))
+        return full[(..., *index)]
+
+    # -- direct ---------------------------------------------------------------------------------------
+    def _direct_conv(self, x: torch.Tensor, flipped: bool) -> torch.Tensor:
+        kernel = self.psf.to(device=x.device, dtype=x.dtype)
+        if not flipped:
+            # conv{2,3}d computes a correlation; convolution needs the flipped kernel.
+            kernel = torch.flip(kernel, dims=tuple(range(self.ndim)))
+        shape = x.shape
+        flat = x.reshape(-1, 1, *shape[-self.ndim :])
+        pad: list[int] = []
+        for k in reversed(self.kernel_shape):
+            pad += [(k - 1) // 2, (k - 1) // 2]
+        flat = F.pad(flat, pad)
+        conv = F.conv2d if self.ndim == 2 else F.conv3d
+        out = conv(flat, kernel[None, None])
+        return out.reshape(shape)
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.ndim != self.ndim + 2:
+            raise ValueError(
+                f"expected a tensor of shape (B, C, {'D, ' if self.ndim == 3 else ''}H, W) for a"
+                f" {self.ndim}D PSF, got shape {tuple(x.shape)}"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve ``x`` with the PSF (``"same"`` size, zero boundary)."""
+        self._check(x)
+        if self.choose_backend(tuple(x.shape[-self.ndim :])) == "fft":
+            return self._fft_conv(x, flipped=False)
+        return self._direct_conv(x, flipped=False)
+
+    def adjoint(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the transpose of :meth:`forward`: correlation with the PSF, ``"same"`` size."""
+        self._check(x)
+        if self.choose_backend(tuple(x.shape[-self.ndim :])) == "fft":
+            return self._fft_conv(x, flipped=True)
+        return self._direct_conv(x, flipped=True)
+
+    def convolve_numpy(self, image: np.ndarray) -> np.ndarray:
+        """Convenience: convolve a single numpy image (no batch/channel axes)."""
+        with torch.no_grad():
+            t = torch.as_tensor(np.asarray(image, dtype=np.float32), device=self.psf.device)[None, None]
+            return self.forward(t)[0, 0].cpu().numpy()

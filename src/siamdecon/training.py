@@ -1,0 +1,223 @@
+"""The training loop: sample, mask, run both branches, reconvolve, loss, step.
+
+One model per image, as in the paper. Both branches (unmasked and masked) go through the network
+in one concatenated batch: it halves the number of calls, and normalization layers then see both
+kinds of input at once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import Config
+from .data import Normalization, PatchSampler, standardize
+from .losses import LossInputs, compute_losses
+from .masking import apply_mask, stratified_mask
+from .network import DeconvolutionNetwork, UNet
+from .operators import PSFConvolution
+
+__all__ = ["resolve_device", "build_network", "TrainResult", "train"]
+
+
+def resolve_device(device: str) -> torch.device:
+    """Turn ``"auto"`` into the best available device; check that a named one exists."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was requested but CUDA is not available; use --device cpu")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} was requested but MPS is not available; use --device cpu")
+    return dev
+
+
+def build_network(config: Config, psf: np.ndarray, norm: Normalization) -> DeconvolutionNetwork:
+    """The network described by ``config`` (input channels and residual follow ``training.start``)."""
+    start = config.training.start
+    unet = UNet(
+        ndim=config.ndim,
+        in_channels=2 if start == "lucy-richardson" else 1,
+        out_channels=1,
+        width=config.network.width,
+        levels=config.network.levels,
+        skip=config.network.skip,
+        norm=config.network.norm,
+        residual=start != "none",
+    )
+    return DeconvolutionNetwork(
+        unet,
+        start=start,
+        psf=torch.as_tensor(np.asarray(psf, dtype=np.float32)),
+        iterations=config.training.start_iterations,
+        mean=norm.mean,
+        std=norm.std,
+    )
+
+
+@dataclass
+class TrainResult:
+    """What training produces."""
+
+    network: DeconvolutionNetwork
+    normalization: Normalization
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+
+def _scheduler(opt: torch.optim.Optimizer, config: Config) -> torch.optim.lr_scheduler.LRScheduler:
+    t = config.training
+    if t.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=t.decay_every, gamma=t.decay_factor)
+    if t.schedule == "onecycle":
+        total = max(t.steps, 1)
+        warm = max(int(round(t.warmup_fraction * total)), 1)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return 0.1 + 0.9 * step / warm
+            progress = (step - warm) / max(total - warm, 1)
+            return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def _recalibrate(net: torch.nn.Module, sampler: PatchSampler, device: torch.device, batches: int = 8) -> None:
+    """Re-estimate BatchNorm running statistics on unmasked patches.
+
+    During training the normalization layers see masked and unmasked inputs together; at
+    inference they see only unmasked ones. Recomputing the statistics on what inference sees
+    avoids the global intensity shift reported for masked training schemes.
+    """
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    net.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            net(sampler.sample().to(device))
+    net.eval()
+
+
+def train(
+    image: np.ndarray,
+    psf: np.ndarray,
+    config: Config,
+    *,
+    progress: bool = True,
+    callback: Callable[[int, dict[str, float]], Any] | None = None,
+    allow_interrupt: bool = True,
+    intensity_range: tuple[float, float] | None = None,
+) -> TrainResult:
+    """Train a network on one image (self-supervised).
+
+    Parameters
+    ----------
+    image : np.ndarray
+        Raw 2D or 3D image.
+    psf : np.ndarray
+        Normalized kernel with the image's number of dimensions.
+    config : Config
+        Validated settings (``config.ndim`` must match the image).
+    progress : bool
+        Show a progress bar with the loss.
+    callback : callable, optional
+        Called as ``callback(step, logs)`` after every step.
+    allow_interrupt : bool
+        If true, Ctrl-C stops training early and returns the current weights
+        (``result.interrupted`` is set); otherwise the interrupt propagates.
+    intensity_range : (float, float), optional
+        Range for the boundary losses; default the image's min and max.
+
+    Returns
+    -------
+    TrainResult
+        The trained network (in eval mode), the normalization and the loss history.
+    """
+    t = config.training
+    if image.ndim != config.ndim:
+        raise ValueError(f"the image is {image.ndim}D but the config is for {config.ndim}D")
+    if t.threads is not None:
+        torch.set_num_threads(t.threads)
+    device = resolve_device(t.device)
+    torch.manual_seed(t.seed)
+    gen = torch.Generator().manual_seed(t.seed)
+    low, high = intensity_range if intensity_range is not None else (None, None)
+    standardized, norm = standardize(image, low, high)
+    sampler = PatchSampler(standardized[None], t.patch_size, t.batch_size, t.augment, seed=t.seed)
+    net = build_network(config, psf, norm).to(device)
+    op = PSFConvolution(psf).to(device)
+    weights = config.loss_weights()
+    need_masked = weights.needs_masked_branch
+    need_plain = weights.needs_unmasked_branch
+    opt = torch.optim.Adam(net.parameters(), lr=t.lr)
+    sched = _scheduler(opt, config)
+    history: list[dict[str, float]] = []
+    interrupted = False
+    start_time = time.perf_counter()
+    bar = tqdm(total=t.steps, desc="training", disable=not progress, dynamic_ncols=True)
+    net.train()
+    try:
+        for step in range(t.steps):
+            x = sampler.sample().to(device)
+            target = x
+            mask = stratified_mask(tuple(target.shape), config.mask.fraction, gen, device)
+            branches = []
+            if need_plain:
+                branches.append(x)
+            if need_masked:
+                branches.append(apply_mask(x, mask, config.mask.noise_std, gen))
+            out = net(torch.cat(branches)) if len(branches) > 1 else net(branches[0])
+            both = op(out)
+            if need_plain and need_masked:
+                d, d_masked = out.chunk(2)
+                y, y_masked = both.chunk(2)
+            else:
+                d = d_masked = out
+                y = y_masked = both
+            terms = compute_losses(
+                LossInputs(target, d, d_masked, y, y_masked, mask, norm.mean, norm.std, norm.low, norm.high),
+                weights,
+                border=min(t.loss_border, (min(target.shape[2:]) - 1) // 2),
+            )
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            opt.step()
+            sched.step()
+            logs = {k: float(v.detach()) for k, v in terms.items()}
+            logs["step"] = step + 1
+            logs["lr"] = opt.param_groups[0]["lr"]
+            logs["seconds"] = time.perf_counter() - start_time
+            history.append(logs)
+            if not math.isfinite(logs["total"]):
+                raise FloatingPointError(f"the loss became {logs['total']} at step {step + 1}; lower the learning rate")
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['total']:.4f}", refresh=False)
+            if callback is not None:
+                callback(step + 1, logs)
+    except KeyboardInterrupt:
+        if not allow_interrupt:
+            raise
+        interrupted = True
+    finally:
+        bar.close()
+    if config.network.norm == "batch" and t.recalibrate_norm:
+        _recalibrate(net, sampler, device)
+    net.eval()
+    return TrainResult(net, norm, history, time.perf_counter() - start_time, interrupted)

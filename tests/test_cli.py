@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from siamdecon.cli import app
+from siamdecon.io import read_image, write_image
+from siamdecon.simulate import rescale01
+
+runner = CliRunner()
+
+TINY = ["--steps", "3", "--quiet"]
+
+
+@pytest.fixture
+def files(tmp_path, psf2d):
+    from skimage import data
+
+    clean = rescale01(data.camera()[100:196, 100:196])
+    write_image(tmp_path / "clean.tif", clean)
+    np.save(tmp_path / "psf.npy", psf2d)
+    return tmp_path
+
+
+def _ok(result):
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_psf_command_reproduces_the_paper_kernel(tmp_path, psf2d, psf3d):
+    _ok(runner.invoke(app, ["psf", "-o", str(tmp_path / "p3.tif")]))
+    assert np.abs(read_image(tmp_path / "p3.tif").data - psf3d).max() <= 0.01 * psf3d.max()
+    _ok(runner.invoke(app, ["psf", "--ndim", "2", "-o", str(tmp_path / "p2.npy")]))
+    assert np.abs(np.load(tmp_path / "p2.npy") - psf2d).max() <= 0.01 * psf2d.max()
+
+
+def test_simulate_deconvolve_predict_evaluate_pipeline(files):
+    d = files
+    _ok(runner.invoke(app, ["simulate", str(d / "clean.tif"), "--psf", str(d / "psf.npy"), "-o", str(d / "noisy.tif")]))
+    noisy = read_image(d / "noisy.tif").data
+    assert noisy.shape == (96, 96)
+    _ok(
+        runner.invoke(
+            app,
+            [
+                "deconvolve",
+                str(d / "noisy.tif"),
+                "--psf",
+                str(d / "psf.npy"),
+                "-o",
+                str(d / "out.tif"),
+                "--save-model",
+                str(d / "m.pt"),
+                "--loss",
+                "blind-spot",
+                "--boundary-weight",
+                "0.1",
+                "--seed",
+                "2",
+                *TINY,
+            ],
+        )
+    )
+    out = read_image(d / "out.tif").data
+    assert out.shape == noisy.shape and out.dtype == np.float32
+    _ok(
+        runner.invoke(
+            app, ["predict", str(d / "noisy.tif"), "--model", str(d / "m.pt"), "-o", str(d / "again.tif"), "-q"]
+        )
+    )
+    assert np.allclose(read_image(d / "again.tif").data, out, atol=1e-5)
+    res = _ok(runner.invoke(app, ["evaluate", str(d / "out.tif"), "--truth", str(d / "clean.tif"), "--json"]))
+    scores = json.loads(res.stdout)
+    assert set(scores) == {"psnr", "ssim", "rmse", "mi", "smi"}
+    _ok(
+        runner.invoke(
+            app,
+            ["lucy-richardson", str(d / "noisy.tif"), "--psf", str(d / "psf.npy"), "-o", str(d / "lr.tif"), "-n", "3"],
+        )
+    )
+    assert read_image(d / "lr.tif").data.shape == (96, 96)
+
+
+def test_train_then_predict_with_tiles(files):
+    d = files
+    _ok(runner.invoke(app, ["simulate", str(d / "clean.tif"), "--psf", str(d / "psf.npy"), "-o", str(d / "noisy.npy")]))
+    _ok(runner.invoke(app, ["train", str(d / "noisy.npy"), "--psf", str(d / "psf.npy"), "-o", str(d / "m.pt"), *TINY]))
+    _ok(
+        runner.invoke(
+            app,
+            [
+                "predict",
+                str(d / "noisy.npy"),
+                "--model",
+                str(d / "m.pt"),
+                "-o",
+                str(d / "o.npy"),
+                "--tile-size",
+                "48",
+                "--tile-overlap",
+                "16",
+                "-q",
+            ],
+        )
+    )
+    assert np.load(d / "o.npy").shape == (96, 96)
+
+
+def test_config_file_round_trip_through_the_cli(files):
+    d = files
+    _ok(runner.invoke(app, ["config", "-o", str(d / "c.yaml")]))
+    text = (d / "c.yaml").read_text().replace("steps: 300", "steps: 2")
+    (d / "c.yaml").write_text(text)
+    _ok(
+        runner.invoke(
+            app,
+            [
+                "deconvolve",
+                str(d / "clean.tif"),
+                "--psf",
+                str(d / "psf.npy"),
+                "-o",
+                str(d / "o.tif"),
+                "--config",
+                str(d / "c.yaml"),
+                "-q",
+            ],
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "make,args,message",
+    [
+        (
+            lambda d: np.save(d / "img.npy", np.zeros((2, 3, 40, 40))),
+            ["deconvolve", "{d}/img.npy", "--psf", "{d}/psf.npy", "-o", "{d}/o.tif"],
+            "4 dimensions",
+        ),
+        (
+            lambda d: np.save(d / "img.npy", np.full((40, 40), np.nan)),
+            ["deconvolve", "{d}/img.npy", "--psf", "{d}/psf.npy", "-o", "{d}/o.tif"],
+            "NaN",
+        ),
+        (
+            lambda d: np.save(d / "img.npy", np.ones((10, 40))),
+            ["deconvolve", "{d}/img.npy", "--psf", "{d}/psf.npy", "-o", "{d}/o.tif"],
+            "larger than the image",
+        ),
+        (
+            lambda d: np.save(d / "img.npy", np.ones((10, 40, 40))),
+            ["deconvolve", "{d}/img.npy", "--psf", "{d}/psf.npy", "-o", "{d}/o.tif"],
+            "2D .* but the image is 3D",
+        ),
+        (
+            lambda d: None,
+            ["deconvolve", "{d}/clean.tif", "--psf", "{d}/psf.npy", "-o", "{d}/o.png"],
+            "unsupported type",
+        ),
+        (
+            lambda d: None,
+            ["deconvolve", "{d}/clean.tif", "--psf", "{d}/missing.npy", "-o", "{d}/o.tif"],
+            "does not exist",
+        ),
+        (
+            lambda d: None,
+            ["predict", "{d}/clean.tif", "--model", "{d}/psf.npy", "-o", "{d}/o.tif"],
+            "not a readable siamdecon model",
+        ),
+        (
+            lambda d: write_image(d / "big.tif", np.full((40, 40), 3.0)),
+            ["simulate", "{d}/big.tif", "--psf", "{d}/psf.npy", "-o", "{d}/o.tif"],
+            "--rescale",
+        ),
+    ],
+)
+def test_bad_input_gives_one_clear_error_and_no_output(files, make, args, message):
+    d = files
+    make(d)
+    before = set(p.name for p in d.iterdir())
+    result = runner.invoke(app, [a.format(d=d) for a in args])
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output
+    assert __import__("re").search(message, result.output), result.output
+    assert "Traceback" not in result.output
+    assert set(p.name for p in d.iterdir()) == before
+
+
+def test_demo_runs_on_a_small_crop(tmp_path):
+    res = _ok(runner.invoke(app, ["demo", "-o", str(tmp_path / "demo"), "--steps", "2", "--size", "96", "-q"]))
+    assert "Lucy-Richardson" in res.output and "siamdecon" in res.output
+    for name in ("clean.tif", "noisy.tif", "lucy_richardson.tif", "siamdecon.tif", "comparison.png", "results.json"):
+        assert (tmp_path / "demo" / name).exists()
+    rows = json.loads((tmp_path / "demo" / "results.json").read_text())["rows"]
+    assert len(rows) == 3

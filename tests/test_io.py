@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from siamdecon.errors import InputError
+from siamdecon.io import read_image, write_image
+
+
+def test_tiff_round_trip_keeps_imagej_voxel_size(tmp_path, rng):
+    vol = rng.random((5, 20, 30)).astype(np.float32)
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(
+        src, vol, imagej=True, resolution=(1 / 0.1, 1 / 0.1), metadata={"spacing": 0.3, "unit": "um", "axes": "ZYX"}
+    )
+    img = read_image(src)
+    assert img.data.shape == (5, 20, 30)
+    assert img.spacing == pytest.approx((0.3, 0.1, 0.1))
+    out = tmp_path / "out.tif"
+    write_image(out, img.like(img.data * 2))
+    back = read_image(out)
+    assert np.allclose(back.data, vol * 2)
+    assert back.data.dtype == np.float32
+    assert back.spacing == pytest.approx((0.3, 0.1, 0.1))
+
+
+def test_ome_tiff_voxel_size(tmp_path, rng):
+    arr = rng.random((4, 16, 16)).astype(np.float32)
+    p = tmp_path / "x.ome.tif"
+    tifffile.imwrite(
+        p, arr, ome=True, metadata={"axes": "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2, "PhysicalSizeZ": 0.5}
+    )
+    assert read_image(p).spacing == pytest.approx((0.5, 0.2, 0.2))
+
+
+def test_integer_tiff_and_npy_and_png(tmp_path, rng):
+    arr = (rng.random((12, 14)) * 1000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", arr)
+    assert np.array_equal(read_image(tmp_path / "a.tif").data, arr.astype(np.float32))
+    np.save(tmp_path / "a.npy", arr)
+    assert read_image(tmp_path / "a.npy").data.dtype == np.float32
+    from skimage import io as skio
+
+    skio.imsave(tmp_path / "a.png", (arr // 4).astype(np.uint8), check_contrast=False)
+    assert read_image(tmp_path / "a.png").data.shape == (12, 14)
+
+
+def test_leading_singleton_axes_are_restored_on_write(tmp_path, rng):
+    arr = rng.random((1, 10, 12)).astype(np.float32)
+    np.save(tmp_path / "a.npy", arr)
+    img = read_image(tmp_path / "a.npy")
+    assert img.data.shape == (10, 12)
+    write_image(tmp_path / "b.npy", img.like(img.data))
+    assert np.load(tmp_path / "b.npy").shape == (1, 10, 12)
+
+
+@pytest.mark.parametrize(
+    "arr,message",
+    [
+        (np.zeros((0, 5)), "empty"),
+        (np.zeros((2, 3, 4, 5)), "4 dimensions"),
+        (np.array([1.0, np.nan, 2.0, 3.0]).reshape(2, 2), "NaN"),
+        (np.array([[1.0, np.inf], [0.0, 1.0]]), "NaN or infinite"),
+        (np.zeros(5), "1 dimensions"),
+        (np.zeros((3, 3), dtype=complex), "complex"),
+    ],
+)
+def test_bad_arrays_get_specific_errors_naming_the_file(tmp_path, arr, message):
+    p = tmp_path / "bad.npy"
+    np.save(p, arr)
+    with pytest.raises(InputError, match=message) as info:
+        read_image(p)
+    assert "bad.npy" in str(info.value)
+
+
+def test_rgb_inputs_are_rejected(tmp_path, rng):
+    rgb = (rng.random((10, 12, 3)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    with pytest.raises(InputError, match="RGB"):
+        read_image(tmp_path / "rgb.tif")
+    from skimage import io as skio
+
+    skio.imsave(tmp_path / "rgb.png", rgb, check_contrast=False)
+    with pytest.raises(InputError, match="colour"):
+        read_image(tmp_path / "rgb.png")
+
+
+def test_missing_and_unsupported_files(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        read_image(tmp_path / "nope.tif")
+    (tmp_path / "x.jpg").write_bytes(b"123")
+    with pytest.raises(InputError, match="unsupported"):
+        read_image(tmp_path / "x.jpg")
+    (tmp_path / "broken.tif").write_bytes(b"not a tiff")
+    with pytest.raises(InputError, match="could not read"):
+        read_image(tmp_path / "broken.tif")
+
+
+def test_write_is_atomic_on_failure(tmp_path):
+    target = tmp_path / "out.tif"
+
+    def boom() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_image(target, np.ones((4, 4)), _before_rename=boom)
+    assert list(tmp_path.iterdir()) == []
+    # An existing file is left untouched too.
+    write_image(target, np.ones((4, 4)))
+    with pytest.raises(KeyboardInterrupt):
+        write_image(target, np.zeros((4, 4)), _before_rename=boom)
+    assert np.all(read_image(target).data == 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.tif"]
+
+
+def test_output_type_and_folder_are_checked(tmp_path):
+    with pytest.raises(InputError, match="unsupported"):
+        write_image(tmp_path / "out.png", np.ones((4, 4)))
+    with pytest.raises(InputError, match="does not exist"):
+        write_image(tmp_path / "no" / "out.tif", np.ones((4, 4)))
