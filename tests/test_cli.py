@@ -112,7 +112,7 @@ def test_train_then_predict_with_tiles(files):
 def test_config_file_round_trip_through_the_cli(files):
     d = files
     _ok(runner.invoke(app, ["config", "-o", str(d / "c.yaml")]))
-    text = (d / "c.yaml").read_text().replace("steps: 300", "steps: 2")
+    text = (d / "c.yaml").read_text().replace("steps: 800", "steps: 2")
     (d / "c.yaml").write_text(text)
     _ok(
         runner.invoke(

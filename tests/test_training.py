@@ -100,7 +100,7 @@ def test_3d_training_runs_and_keeps_shape(psf3d):
 def test_ctrl_c_stops_training_early_and_keeps_the_model(scene):
     _, noisy, psf = scene
 
-    def interrupt(step, logs):
+    def interrupt(step, logs, network):
         if step == 3:
             raise KeyboardInterrupt
 

@@ -109,7 +109,12 @@ def _config(
     if config_file is not None:
         base = Config.load(config_file)
         if base.ndim != ndim:
-            base = base.model_copy(update={"ndim": ndim})
+            from .errors import ConfigError
+
+            raise ConfigError(
+                f"config file '{config_file}' is for {base.ndim}D data but the image is {ndim}D;"
+                f" write one with 'siamdecon config --ndim {ndim}'"
+            )
         return make_config(
             base.preset if base.preset in ("fast", "paper") else "fast",
             ndim,

@@ -89,6 +89,7 @@ class InferenceConfig(_Model):
     tile_overlap: int = Field(32, ge=0, description="overlap between neighbouring tiles")
     context: int = Field(32, ge=0, description="extra context read around each tile and discarded")
     batch_size: int = Field(4, ge=1)
+    tta: bool = Field(False, description="average predictions over the 8 rotations/flips of the xy plane")
 
 
 class Config(_Model):
@@ -206,34 +207,36 @@ def _paper(ndim: int) -> dict[str, Any]:
 
 
 def _fast(ndim: int) -> dict[str, Any]:
+    # Chosen by measurement on the degraded camera image (benchmarks/camera_fast.py and the notes in
+    # README "Performance"): a narrow U-Net correcting one Lucy-Richardson step, many small batches.
     if ndim == 2:
         return {
             "network": {"width": 16, "levels": 3, "skip": "concat", "norm": "none"},
             "training": {
-                "steps": 300,
-                "batch_size": 8,
+                "steps": 800,
+                "batch_size": 4,
                 "patch_size": 64,
                 "lr": 2e-3,
                 "schedule": "onecycle",
                 "start": "lucy-richardson",
-                "start_iterations": 5,
+                "start_iterations": 1,
                 "loss_border": 8,
             },
-            "inference": {"tile_size": 512, "tile_overlap": 32},
+            "inference": {"tile_size": 512, "tile_overlap": 32, "context": 32, "tta": True},
         }
     return {
         "network": {"width": 8, "levels": 3, "skip": "add", "norm": "none"},
         "training": {
-            "steps": 300,
+            "steps": 200,
             "batch_size": 2,
             "patch_size": 48,
             "lr": 2e-3,
             "schedule": "onecycle",
             "start": "lucy-richardson",
-            "start_iterations": 5,
+            "start_iterations": 1,
             "loss_border": 8,
         },
-        "inference": {"tile_size": 96, "tile_overlap": 16},
+        "inference": {"tile_size": 96, "tile_overlap": 16, "context": 16},
     }
 
 

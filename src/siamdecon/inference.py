@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["tile_starts", "pyramid_weights", "predict_tiled"]
+__all__ = ["tile_starts", "pyramid_weights", "predict_tiled", "with_augmentation"]
 
 
 def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
@@ -35,6 +35,30 @@ def pyramid_weights(shape: tuple[int, ...]) -> np.ndarray:
         ramp = np.minimum(i + 1, n - i)
         w = np.multiply.outer(w, ramp)
     return w.astype(np.float32)
+
+
+def with_augmentation(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Test-time augmentation: average ``fn`` over the 8 rotations/flips of the (y, x) plane.
+
+    Training sees patches in all 8 orientations, so the network is nearly equivariant; averaging
+    the 8 predictions cancels what is left of its orientation-dependent errors.
+    """
+
+    def averaged(x: torch.Tensor) -> torch.Tensor:
+        total = None
+        for k in range(4):
+            for flip in (False, True):
+                t = torch.rot90(x, k, dims=(-2, -1))
+                if flip:
+                    t = torch.flip(t, dims=(-1,))
+                y = fn(t)
+                if flip:
+                    y = torch.flip(y, dims=(-1,))
+                y = torch.rot90(y, -k, dims=(-2, -1))
+                total = y if total is None else total + y
+        return total / 8
+
+    return averaged
 
 
 def _tiles(spatial: tuple[int, ...], tile: tuple[int, ...], overlap: int) -> Iterator[tuple[slice, ...]]:

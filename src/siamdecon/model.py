@@ -18,8 +18,8 @@ import torch
 from . import __version__
 from .config import Config, make_config
 from .data import Normalization
-from .errors import InputError
-from .inference import predict_tiled
+from .errors import ConfigError, InputError
+from .inference import predict_tiled, with_augmentation
 from .io import atomic_path
 from .psf import check_psf_fits, normalize_psf, validate_psf
 from .training import TrainResult, build_network, resolve_device, train
@@ -93,7 +93,10 @@ class Deconvolver:
         check_psf_fits(psf.shape, image.shape)
         config = config or make_config("fast", ndim=image.ndim)
         if config.ndim != image.ndim:
-            config = config.model_copy(update={"ndim": image.ndim})
+            raise ConfigError(
+                f"the config is for {config.ndim}D data but the image is {image.ndim}D (shape {image.shape});"
+                f" build it with make_config(..., ndim={image.ndim})"
+            )
         result: TrainResult = train(image, psf, config, progress=progress, **kwargs)
         return cls(
             result.network, config, psf, result.normalization, result.history, result.seconds, result.interrupted
@@ -108,6 +111,7 @@ class Deconvolver:
         tile_overlap: int | None = None,
         device: str | None = None,
         normalization: str = "model",
+        tta: bool | None = None,
         progress: bool = False,
     ) -> np.ndarray:
         """Deconvolve an image: unmasked forward pass, no PSF, de-standardized.
@@ -123,6 +127,8 @@ class Deconvolver:
         normalization : {"model", "image"}
             Standardize with the statistics stored in the model (default) or recompute them on
             ``image`` (for applying a model to a different image with other intensities).
+        tta : bool, optional
+            Average over the 8 rotations/flips of the xy plane (default from the config).
         progress : bool
             Show a progress bar over tiles.
 
@@ -153,11 +159,12 @@ class Deconvolver:
         dev = resolve_device(device or self.config.training.device)
         inputs = norm.apply(image)[None]
         net = self.network.to(dev).eval()
+        fn = with_augmentation(net) if (self.config.inference.tta if tta is None else tta) else net
         saved = (net.mean, net.std)
         net.mean, net.std = norm.mean, norm.std
         try:
             out = predict_tiled(
-                net, inputs, tile, overlap, batch_size=inf.batch_size, margin=inf.context, device=dev, progress=progress
+                fn, inputs, tile, overlap, batch_size=inf.batch_size, margin=inf.context, device=dev, progress=progress
             )
         finally:
             net.mean, net.std = saved

@@ -121,7 +121,7 @@ def train(
     config: Config,
     *,
     progress: bool = True,
-    callback: Callable[[int, dict[str, float]], Any] | None = None,
+    callback: Callable[[int, dict[str, float], torch.nn.Module], Any] | None = None,
     allow_interrupt: bool = True,
     intensity_range: tuple[float, float] | None = None,
 ) -> TrainResult:
@@ -138,7 +138,8 @@ def train(
     progress : bool
         Show a progress bar with the loss.
     callback : callable, optional
-        Called as ``callback(step, logs)`` after every step.
+        Called as ``callback(step, logs, network)`` after every step (the network is in train
+        mode; a callback that evaluates it must switch to eval mode and back).
     allow_interrupt : bool
         If true, Ctrl-C stops training early and returns the current weights
         (``result.interrupted`` is set); otherwise the interrupt propagates.
@@ -210,7 +211,7 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{logs['total']:.4f}", refresh=False)
             if callback is not None:
-                callback(step + 1, logs)
+                callback(step + 1, logs, net)
     except KeyboardInterrupt:
         if not allow_interrupt:
             raise

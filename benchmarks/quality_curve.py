@@ -1,0 +1,96 @@
+"""PSNR against training time on the 2D suite (issue #4, target 1).
+
+    python benchmarks/quality_curve.py [--images camera,coins] [--crop 512] [--every 100] [--variants ...]
+
+For the default `fast` preset and alternatives, trains on each image and evaluates the prediction at
+checkpoints (the time spent evaluating is subtracted from the training clock). Prints JSON: per
+variant the curve of mean PSNR against training seconds, the final mean PSNR, and the mean best Lucy-Richardson PSNR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from siamdecon import Deconvolver, evaluate, make_config, richardson_lucy_series
+from siamdecon.benchmark import QUICK_2D, suite_2d
+from siamdecon.data import standardize
+
+VARIANTS = {
+    "default (fast, Eq. 4)": {},
+    "fast, blind-spot (Eq. 2)": {"loss": "blind-spot"},
+    "fast, width 8, batch 8": {"width": 8, "batch_size": 8},
+    "fast, no LR start": {"start": "input"},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", default=",".join(QUICK_2D))
+    ap.add_argument("--crop", type=int, default=512)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--every", type=int, default=100, help="steps between checkpoints")
+    args = ap.parse_args()
+    cases = list(suite_2d(args.images.split(","), args.crop))
+    lr_best = []
+    for c in cases:
+        s = richardson_lucy_series(c.noisy, c.psf, (1, 2, 3, 5, 10, 20))
+        lr_best.append(max(evaluate(v, c.clean)["psnr"] for v in s.values()))
+    report = {
+        "images": [c.name for c in cases],
+        "crop": args.crop,
+        "lr_best_mean_psnr": float(np.mean(lr_best)),
+        "variants": {},
+    }
+    for name in args.variants.split(","):
+        cfg = make_config("fast", 2, **VARIANTS[name])
+        per_image = []
+        for c in cases:
+            points: list[tuple[float, float]] = []
+            norm = standardize(c.noisy)[1]
+
+            paused = [0.0]
+
+            def checkpoint(step: int, logs: dict, net, c=c, cfg=cfg, points=points, norm=norm, paused=paused) -> None:
+                if step % args.every and step != cfg.training.steps:
+                    return
+                t = time.perf_counter()
+                net.eval()
+                est = Deconvolver(net, cfg, c.psf, norm).predict(c.noisy)
+                net.train()
+                points.append((logs["seconds"] - paused[0], evaluate(est, c.clean)["psnr"]))
+                paused[0] += time.perf_counter() - t
+
+            model = Deconvolver.fit(c.noisy, c.psf, cfg, progress=False, callback=checkpoint)
+            final = model.predict(c.noisy)
+            per_image.append(
+                {
+                    "image": c.name,
+                    "curve": points,
+                    "final_psnr": evaluate(final, c.clean)["psnr"],
+                    "train_seconds": model.train_seconds,
+                }
+            )
+        steps = min(len(p["curve"]) for p in per_image)
+        curve = [
+            (
+                float(np.mean([p["curve"][i][0] for p in per_image])),
+                float(np.mean([p["curve"][i][1] for p in per_image])),
+            )
+            for i in range(steps)
+        ]
+        report["variants"][name] = {
+            "curve_seconds_psnr": curve,
+            "final_mean_psnr": float(np.mean([p["final_psnr"] for p in per_image])),
+            "mean_train_seconds": float(np.mean([p["train_seconds"] for p in per_image])),
+            "per_image": per_image,
+        }
+        print(json.dumps({name: {k: v for k, v in report["variants"][name].items() if k != "per_image"}}))
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Training-step FLOP/s against this machine's matmul peak (issue #4, target 3).
+
+    python benchmarks/throughput.py [--ndim 2] [--steps 10]
+
+Counts the FLOPs of one training step of the `fast` preset with torch.utils.flop_counter (forward
+and backward of both branches; the FFT convolution is not counted, it is a small share), times the
+steps, and compares with a large fp32 matmul on the same threads. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from siamdecon import make_config
+from siamdecon.data import standardize
+from siamdecon.losses import LossInputs, compute_losses
+from siamdecon.masking import apply_mask, stratified_mask
+from siamdecon.operators import PSFConvolution
+from siamdecon.psf import generate_psf
+from siamdecon.training import build_network
+
+
+def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ndim", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--preset", default="fast")
+    args = ap.parse_args()
+    cfg = make_config(args.preset, args.ndim)
+    psf = generate_psf(ndim=args.ndim)
+    img = np.random.default_rng(0).random((64,) * args.ndim if args.ndim == 3 else (256, 256)).astype(np.float32)
+    _, norm = standardize(img)
+    net = build_network(cfg, psf, norm)
+    op = PSFConvolution(psf)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    t = cfg.training
+    shape = (t.batch_size, 1) + (min(t.patch_size, 64 if args.ndim == 3 else 256),) * args.ndim
+    weights = cfg.loss_weights()
+
+    def step() -> None:
+        x = torch.randn(shape)
+        mask = stratified_mask(shape, cfg.mask.fraction)
+        out = net(torch.cat([x, apply_mask(x, mask)]))
+        y = op(out)
+        d, dj = out.chunk(2)
+        yy, yj = y.chunk(2)
+        loss = compute_losses(LossInputs(x, d, dj, yy, yj, mask), weights)["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    step()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    per_step = (time.perf_counter() - t0) / args.steps
+    peak = matmul_peak()
+    print(
+        json.dumps(
+            {
+                "preset": args.preset,
+                "ndim": args.ndim,
+                "batch_shape": list(shape),
+                "threads": torch.get_num_threads(),
+                "gflop_per_step": flops / 1e9,
+                "seconds_per_step": per_step,
+                "achieved_gflops": flops / per_step / 1e9,
+                "matmul_peak_gflops": peak / 1e9,
+                "fraction_of_peak": flops / per_step / peak,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
