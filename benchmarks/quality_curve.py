@@ -22,7 +22,7 @@ from siamdecon.data import standardize
 VARIANTS = {
     "default (fast, Eq. 4)": {},
     "fast, blind-spot (Eq. 2)": {"loss": "blind-spot"},
-    "fast, width 8, batch 8": {"width": 8, "batch_size": 8},
+    "fast, width 8, batch 8": {"width": 8, "training": {"batch_size": 8}},
     "fast, no LR start": {"start": "input"},
 }
 

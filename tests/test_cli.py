@@ -189,6 +189,27 @@ def test_bad_input_gives_one_clear_error_and_no_output(files, make, args, messag
     assert set(p.name for p in d.iterdir()) == before
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device_is_one_clear_error(files):
+    d = files
+    res = runner.invoke(
+        app,
+        [
+            "deconvolve",
+            str(d / "clean.tif"),
+            "--psf",
+            str(d / "psf.npy"),
+            "-o",
+            str(d / "o.tif"),
+            "--device",
+            "cuda",
+            "-q",
+        ],
+    )
+    assert res.exit_code == 2 and "CUDA is not available" in res.output and "Traceback" not in res.output
+    assert not (d / "o.tif").exists()
+
+
 def test_demo_runs_on_a_small_crop(tmp_path):
     res = _ok(runner.invoke(app, ["demo", "-o", str(tmp_path / "demo"), "--steps", "2", "--size", "96", "-q"]))
     assert "Lucy-Richardson" in res.output and "siamdecon" in res.output

@@ -54,3 +54,19 @@ def test_invalid_values_and_names_are_reported(tmp_path):
     (tmp_path / "extra.json").write_text('{"unknown": 1}')
     with pytest.raises(ConfigError, match="extra"):
         Config.load(tmp_path / "extra.json")
+
+
+def test_ambiguous_flat_keys_and_bad_devices_are_refused():
+    with pytest.raises(ConfigError, match="several sections"):
+        make_config("fast", 2, batch_size=4)
+    assert make_config("fast", 2, inference={"batch_size": 2}).inference.batch_size == 2
+    with pytest.raises(ConfigError, match="device"):
+        make_config("fast", 2, device="gpu")
+    assert make_config("fast", 2, device="cuda:1").training.device == "cuda:1"
+
+
+def test_all_zero_loss_weights_are_refused():
+    from siamdecon.losses import LossWeights
+
+    with pytest.raises(ValueError, match="at least one"):
+        LossWeights()

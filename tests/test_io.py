@@ -119,3 +119,33 @@ def test_output_type_and_folder_are_checked(tmp_path):
         write_image(tmp_path / "out.png", np.ones((4, 4)))
     with pytest.raises(InputError, match="does not exist"):
         write_image(tmp_path / "no" / "out.tif", np.ones((4, 4)))
+
+
+def test_outputs_get_normal_file_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        write_image(tmp_path / "o.tif", np.ones((4, 4)))
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "o.tif").stat().st_mode) == 0o644
+
+
+def test_rgb_like_npy_is_refused(tmp_path, rng):
+    np.save(tmp_path / "rgb.npy", rng.random((64, 64, 3)))
+    with pytest.raises(InputError, match="RGB"):
+        read_image(tmp_path / "rgb.npy")
+
+
+def test_plain_72_dpi_tiff_has_no_voxel_size(tmp_path, rng):
+    tifffile.imwrite(tmp_path / "a.tif", rng.random((8, 8)).astype(np.float32), resolution=(72, 72))
+    assert read_image(tmp_path / "a.tif").spacing is None
+    tifffile.imwrite(
+        tmp_path / "b.tif",
+        rng.random((8, 8)).astype(np.float32),
+        resolution=(10000, 10000),
+        resolutionunit="CENTIMETER",
+    )
+    assert read_image(tmp_path / "b.tif").spacing == pytest.approx((1.0, 1.0))

@@ -61,7 +61,9 @@ def test_mutual_information_is_one_for_identical_and_low_for_independent(rng):
     scores = evaluate(t, t)
     assert set(scores) == {"psnr", "ssim", "rmse", "mi", "smi"}
     assert scores["smi"] == pytest.approx(1.0)
-    assert "smi" not in evaluate(rng.random((8, 16, 16)), rng.random((8, 16, 16)))
+    assert evaluate(rng.random((8, 16, 16)), rng.random((8, 16, 16)))["smi"] is None
+    with pytest.raises(ValueError, match="7 pixels"):
+        evaluate(rng.random((4, 16, 16)), rng.random((4, 16, 16)))
 
 
 def test_rescale01():

@@ -10,9 +10,9 @@ from siamdecon.simulate import rescale01
 
 
 def _tiny(**kw):
-    base = dict(steps=60, batch_size=4, patch_size=48, width=8, lr=3e-3, tile_size=64, tile_overlap=16, context=16)
+    base = dict(steps=60, patch_size=48, width=8, lr=3e-3, tile_size=64, tile_overlap=16, context=16)
     base.update(kw)
-    return make_config("fast", ndim=2, **base)
+    return make_config("fast", ndim=2, training={"batch_size": 4}, **base)
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +89,7 @@ def test_3d_training_runs_and_keeps_shape(psf3d):
 
     clean = filament_phantom((20, 40, 40), n_filaments=8, seed=0)
     noisy = degrade(clean, psf3d, seed=0)
-    cfg = make_config(
-        "fast", ndim=3, steps=4, patch_size=24, batch_size=2, width=4, tile_size=32, tile_overlap=8, context=4
-    )
+    cfg = make_config("fast", ndim=3, steps=4, patch_size=24, width=4, tile_size=32, tile_overlap=8, context=4)
     model = Deconvolver.fit(noisy, psf3d, cfg, progress=False)
     assert model.config.loss == "siamese-reconvolved"
     assert model.predict(noisy).shape == noisy.shape
@@ -122,3 +120,30 @@ def test_api_errors(scene, psf3d, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(InputError, match="not a readable siamdecon model"):
         Deconvolver.load(tmp_path / "junk.pt")
+
+
+def test_default_boundary_range_is_unit_for_unit_data_and_has_headroom_otherwise():
+    from siamdecon.data import default_intensity_range
+
+    assert default_intensity_range(np.array([0.1, 0.7])) == (0.0, 1.0)
+    assert default_intensity_range(np.array([100.0, 300.0])) == (0.0, 600.0)
+    assert default_intensity_range(np.array([-5.0, 10.0])) == (-5.0, 25.0)
+
+
+def test_asymmetric_psf_disables_rotation_augmentation_and_tta(scene):
+    from siamdecon.data import psf_is_dihedral
+
+    _, noisy, psf = scene
+    assert psf_is_dihedral(psf)
+    skew = np.zeros((5, 5), np.float32)
+    skew[2, 2], skew[2, 3] = 0.7, 0.3
+    assert not psf_is_dihedral(skew)
+    with pytest.warns(UserWarning, match="not symmetric"):
+        model = Deconvolver.fit(noisy, skew, _tiny(steps=2), progress=False)
+    assert np.array_equal(model.predict(noisy, tta=True), model.predict(noisy, tta=False))
+
+
+def test_constant_image_is_refused(scene):
+    _, _, psf = scene
+    with pytest.raises(InputError, match="constant"):
+        Deconvolver.fit(np.ones((64, 64), np.float32), psf, progress=False)

@@ -49,11 +49,34 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except SiamdeconError as exc:
             _err(str(exc))
             raise typer.Exit(code=2) from None
+        except (ValueError, RuntimeError, OSError) as exc:
+            # Anything else the API refuses (an unavailable device, an unwritable folder...) is
+            # still reported as one line rather than a traceback.
+            _err(f"{type(exc).__name__}: {exc}")
+            raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             _err("interrupted; no output was written")
             raise typer.Exit(code=130) from None
 
     return wrapper
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """Fail before any long computation if ``path`` cannot be written."""
+    import tempfile
+
+    from .errors import InputError
+
+    if path.is_dir():
+        raise InputError(f"{what} '{path}' is a folder; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise InputError(f"{what} folder '{parent}' does not exist; create it first")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".siamdecon-check-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write {what} into '{parent}': {exc.strerror or exc}") from None
 
 
 def _check_output(path: Path) -> None:
@@ -64,17 +87,11 @@ def _check_output(path: Path) -> None:
         raise InputError(
             f"output '{path}' has unsupported type '{path.suffix}'; use one of {', '.join(WRITE_SUFFIXES)}"
         )
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise InputError(f"output folder '{parent}' does not exist; create it first")
+    _check_writable(path, "output")
 
 
 def _check_model_output(path: Path) -> None:
-    from .errors import InputError
-
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise InputError(f"model folder '{parent}' does not exist; create it first")
+    _check_writable(path, "model")
 
 
 def _load_inputs(image: Path, psf: Path):
@@ -350,6 +367,11 @@ def evaluate(
     ref = read_image(truth, "ground truth").data
     if est.shape != ref.shape:
         raise InputError(f"image '{image}' has shape {est.shape} but ground truth '{truth}' has {ref.shape}")
+    if ref.min() < 0 or ref.max() > 1:
+        raise InputError(
+            f"ground truth '{truth}' has values in [{ref.min():.4g}, {ref.max():.4g}]; the metrics use data"
+            " range 1 and need a truth scaled to [0, 1] (as 'siamdecon simulate --rescale' makes it)"
+        )
     scores = _evaluate(est, ref)
     if as_json:
         typer.echo(json.dumps(scores))

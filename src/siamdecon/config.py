@@ -71,6 +71,9 @@ class TrainingConfig(_Model):
     decay_factor: float = Field(0.5, gt=0, le=1, description="step schedule: lr multiplier")
     warmup_fraction: float = Field(0.1, ge=0, lt=1, description="onecycle: fraction of steps warming up")
     augment: bool = Field(True, description="random rot90 and flips (xy plane in 3D)")
+    intensity_range: tuple[float, float] | None = Field(
+        None, description="raw range the boundary losses keep the output in (default: see data.default_intensity_range)"
+    )
     loss_border: int = Field(0, ge=0, description="patch margin excluded from the loss (pixels)")
     start: Start = Field("none", description="what the network corrects: nothing, the input, or Lucy-Richardson")
     start_iterations: int = Field(5, ge=1, description="Lucy-Richardson iterations of the start estimate")
@@ -78,7 +81,7 @@ class TrainingConfig(_Model):
         True, description="re-estimate BatchNorm statistics on unmasked patches after training"
     )
     seed: int = 0
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, description="CPU threads (default: PyTorch's choice)")
 
 
@@ -187,7 +190,7 @@ def _paper(ndim: int) -> dict[str, Any]:
                 "start": "none",
                 "loss_border": 0,
             },
-            "inference": {"tile_size": 128, "tile_overlap": 32},
+            "inference": {"tile_size": 128, "tile_overlap": 32, "context": 0},
         }
     return {
         "network": {"width": 48, "levels": 3, "skip": "add", "norm": "batch"},
@@ -202,7 +205,7 @@ def _paper(ndim: int) -> dict[str, Any]:
             "start": "none",
             "loss_border": 0,
         },
-        "inference": {"tile_size": 64, "tile_overlap": 16},
+        "inference": {"tile_size": 64, "tile_overlap": 16, "context": 0},
     }
 
 
@@ -299,6 +302,11 @@ def make_config(preset: str = "fast", ndim: int = 2, **overrides: Any) -> Config
         sections = [name for name, fields in _SECTIONS.items() if key in fields]
         if not sections:
             raise ConfigError(f"unknown option {key!r}")
+        if len(sections) > 1:
+            raise ConfigError(
+                f"option {key!r} exists in several sections ({', '.join(sections)}); give it as"
+                f" {sections[0]}={{{key!r}: ...}}"
+            )
         data.setdefault(sections[0], {})[key] = value
     if data.get("loss") not in (*LOSS_PRESETS, "custom"):
         raise ConfigError(f"unknown loss {data.get('loss')!r}; choose one of {', '.join(LOSS_PRESETS)}")

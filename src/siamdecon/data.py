@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-__all__ = ["Normalization", "standardize", "PatchSampler"]
+__all__ = ["Normalization", "standardize", "default_intensity_range", "PatchSampler", "psf_is_dihedral"]
 
 
 @dataclass(frozen=True)
@@ -19,8 +19,8 @@ class Normalization:
     mean, std : float
         ``standardized = (raw - mean) / std``.
     low, high : float
-        The intensity range the boundary losses keep the output in (raw units): the input's
-        minimum and maximum unless given explicitly.
+        The intensity range the boundary losses keep the output in (raw units); see
+        :func:`default_intensity_range`.
     """
 
     mean: float
@@ -41,6 +41,22 @@ class Normalization:
         return asdict(self)
 
 
+def default_intensity_range(image: np.ndarray) -> tuple[float, float]:
+    """The range the boundary losses keep the output in, when none is given.
+
+    Data already scaled to [0, 1] (the benchmark protocol) get [0, 1], as in the paper. Other
+    data get ``[min(0, lowest), highest + (highest - low)]``: no negative intensities, and twice the
+    input's range as headroom, because deconvolution legitimately raises peaks above the blurred
+    image's maximum.
+    """
+    arr = np.asarray(image)
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return 0.0, 1.0
+    low = min(0.0, lo)
+    return low, hi + (hi - low)
+
+
 def standardize(
     image: np.ndarray, low: float | None = None, high: float | None = None
 ) -> tuple[np.ndarray, Normalization]:
@@ -51,7 +67,7 @@ def standardize(
     image : np.ndarray
         Raw image.
     low, high : float, optional
-        Intensity range for the boundary losses; default the image's min and max.
+        Intensity range for the boundary losses; default :func:`default_intensity_range`.
 
     Returns
     -------
@@ -65,8 +81,9 @@ def standardize(
     std = float(arr.std())
     if not np.isfinite(std) or std <= 1e-12 * max(1.0, abs(mean)):
         raise ValueError("the image is constant (zero variance); there is nothing to deconvolve")
-    lo = float(arr.min()) if low is None else float(low)
-    hi = float(arr.max()) if high is None else float(high)
+    default_lo, default_hi = default_intensity_range(arr)
+    lo = default_lo if low is None else float(low)
+    hi = default_hi if high is None else float(high)
     if hi <= lo:
         raise ValueError(f"intensity range low={lo} must be below high={hi}")
     norm = Normalization(mean=mean, std=std, low=lo, high=hi)
@@ -115,3 +132,18 @@ class PatchSampler:
     def sample(self) -> torch.Tensor:
         """A batch ``(B, C, *patch)`` as a float32 CPU tensor."""
         return torch.from_numpy(np.stack([self._one() for _ in range(self.batch_size)]))
+
+
+def psf_is_dihedral(psf: np.ndarray, rtol: float = 1e-3) -> bool:
+    """Whether the PSF is unchanged (within ``rtol`` of its peak) by rot90 and flips in (y, x).
+
+    Rotating and flipping training patches, or averaging predictions over rotations, is only
+    consistent with the forward operator when the PSF has that symmetry.
+    """
+    k = np.asarray(psf, dtype=np.float64)
+    tol = rtol * float(np.abs(k).max())
+    if k.shape[-1] != k.shape[-2]:
+        return False
+    variants = [np.rot90(k, r, axes=(-2, -1)) for r in range(4)]
+    variants += [v[..., ::-1] for v in variants]
+    return all(float(np.abs(v - k).max()) <= tol for v in variants)

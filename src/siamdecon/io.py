@@ -99,6 +99,12 @@ def _validate_array(arr: np.ndarray, path: Path | None, what: str) -> np.ndarray
         raise InputError(f"{name} has dtype {arr.dtype}, which is not a numeric image type.")
     if arr.size == 0:
         raise InputError(f"{name} is empty (shape {arr.shape}).")
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and min(arr.shape[:2]) > 16:
+        raise InputError(
+            f"{name} has shape {arr.shape}, which looks like an RGB(A) image (last axis of"
+            f" {arr.shape[-1]}); siamdecon needs single-channel data. Convert it to grey, or save a"
+            " volume with its z axis first (z, y, x)."
+        )
     squeezed = arr
     while squeezed.ndim > 2 and squeezed.shape[0] == 1:
         squeezed = squeezed[0]
@@ -172,8 +178,14 @@ def _tiff_spacing(tif: tifffile.TiffFile, ndim: int) -> tuple[tuple[float, ...] 
     unit = ij.get("unit")
     if unit in ("micron", "\\u00B5m", "µm", "\u00b5m", "microns"):
         unit = "um"
-    if not ij and (x == 1.0 and y == 1.0):
-        return None, None  # a default resolution of 1 is not a measurement
+    if not ij:
+        # Without ImageJ metadata only an explicit physical ResolutionUnit makes it a measurement
+        # (1 = none, 2 = inch, 3 = centimetre); a bare 72 dpi is a display setting.
+        res_unit = page.tags.get("ResolutionUnit")
+        factor = {2: 25400.0, 3: 10000.0}.get(int(res_unit.value) if res_unit is not None else 2)
+        if factor is None or (x == 1.0 and y == 1.0) or abs(1.0 / x - 72.0) < 1e-6:
+            return None, None
+        x, y, unit = x * factor, y * factor, "um"
     if ndim == 2:
         return (float(y), float(x)), unit
     z = ij.get("spacing")
@@ -291,6 +303,10 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates the file private (0600); give it the permissions of a normal new file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -351,7 +367,7 @@ def write_image(
             if spacing is not None:
                 y, x = spacing[-2], spacing[-1]
                 kwargs["resolution"] = (1.0 / x, 1.0 / y)
-                meta: dict = {"unit": unit or "um"}
+                meta: dict = {"unit": unit} if unit else {}
                 if len(spacing) == 3:
                     meta["spacing"] = spacing[0]
                 kwargs["metadata"] = meta

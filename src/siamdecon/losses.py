@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "LossInputs",
@@ -169,6 +169,12 @@ class LossWeights(BaseModel):
     inv_d: float = Field(0.0, ge=0, description="invariance before the PSF")
     bound: float = Field(0.0, ge=0, description="boundary on the reconvolved output")
     bound_d: float = Field(0.0, ge=0, description="boundary on the deconvolved output")
+
+    @model_validator(mode="after")
+    def _some_term(self) -> LossWeights:
+        if not any(v > 0 for v in self.model_dump().values()):
+            raise ValueError("at least one loss weight must be positive")
+        return self
 
     def active(self) -> dict[str, float]:
         """The terms with a non-zero weight."""

@@ -77,14 +77,18 @@ def spectral_mutual_information(estimate: np.ndarray, truth: np.ndarray, bins: i
     return _normalized_mi(spec(est), spec(ref), bins)
 
 
-def evaluate(estimate: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """All metrics: ``psnr``, ``ssim``, ``rmse``, ``mi`` and (2D only) ``smi``."""
-    out = {
+def evaluate(estimate: np.ndarray, truth: np.ndarray) -> dict[str, float | None]:
+    """All metrics: ``psnr``, ``ssim``, ``rmse``, ``mi`` and ``smi`` (``None`` for 3D data).
+
+    SSIM of a volume needs at least 7 pixels per axis (scikit-image's window).
+    """
+    if min(np.shape(truth)) < 7:
+        raise ValueError(f"SSIM needs at least 7 pixels on every axis, got shape {np.shape(truth)}")
+    out: dict[str, float | None] = {
         "psnr": psnr(estimate, truth),
         "ssim": ssim(estimate, truth),
         "rmse": rmse(estimate, truth),
         "mi": mutual_information(estimate, truth),
     }
-    if np.ndim(truth) == 2:
-        out["smi"] = spectral_mutual_information(estimate, truth)
+    out["smi"] = spectral_mutual_information(estimate, truth) if np.ndim(truth) == 2 else None
     return out

@@ -17,7 +17,7 @@ import torch
 
 from . import __version__
 from .config import Config, make_config
-from .data import Normalization
+from .data import Normalization, psf_is_dihedral
 from .errors import ConfigError, InputError
 from .inference import predict_tiled, with_augmentation
 from .io import atomic_path
@@ -89,6 +89,8 @@ class Deconvolver:
         image = np.asarray(image, dtype=np.float32)
         if image.ndim not in (2, 3):
             raise InputError(f"image must be 2D or 3D, got shape {image.shape}")
+        if float(image.std()) <= 1e-12 * max(1.0, abs(float(image.mean()))):
+            raise InputError("the image is constant (zero variance); there is nothing to deconvolve")
         psf = normalize_psf(validate_psf(psf, ndim=image.ndim))
         check_psf_fits(psf.shape, image.shape)
         config = config or make_config("fast", ndim=image.ndim)
@@ -123,7 +125,7 @@ class Deconvolver:
         tile_size, tile_overlap : int, optional
             Tiling (default from the config); inputs up to ``tile_size`` run in one pass.
         device : str, optional
-            Default the training device setting (``auto``).
+            ``auto`` (default: CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         normalization : {"model", "image"}
             Standardize with the statistics stored in the model (default) or recompute them on
             ``image`` (for applying a model to a different image with other intensities).
@@ -156,10 +158,12 @@ class Deconvolver:
         overlap = inf.tile_overlap if tile_overlap is None else tile_overlap
         if overlap >= tile:
             raise InputError(f"tile overlap ({overlap}) must be smaller than the tile size ({tile})")
-        dev = resolve_device(device or self.config.training.device)
+        dev = resolve_device(device or "auto")
         inputs = norm.apply(image)[None]
         net = self.network.to(dev).eval()
-        fn = with_augmentation(net) if (self.config.inference.tta if tta is None else tta) else net
+        use_tta = self.config.inference.tta if tta is None else tta
+        # Averaging over rotations is only valid when the PSF has that symmetry.
+        fn = with_augmentation(net) if use_tta and psf_is_dihedral(self.psf) else net
         saved = (net.mean, net.std)
         net.mean, net.std = norm.mean, norm.std
         try:
@@ -207,11 +211,15 @@ class Deconvolver:
                 f"model '{p}' was written by a newer siamdecon (format {state['format_version']});"
                 " upgrade siamdecon to read it"
             )
-        config = Config.model_validate_json(state["config"])
-        norm = Normalization(**state["normalization"])
-        psf = state["psf"].cpu().numpy()
-        net = build_network(config, psf, norm)
-        net.load_state_dict(state["state_dict"])
+        try:
+            config = Config.model_validate_json(state["config"])
+            norm = Normalization(**state["normalization"])
+            psf = state["psf"].cpu().numpy()
+            net = build_network(config, psf, norm)
+            net.load_state_dict(state["state_dict"])
+        except Exception as exc:  # a damaged or hand-edited file fails in many ways
+            raise InputError(f"model file '{p}' is damaged or incompatible: {exc}") from exc
+        net = net.to(device)
         return cls(
             net,
             config,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import Config
-from .data import Normalization, PatchSampler, standardize
+from .data import Normalization, PatchSampler, psf_is_dihedral, standardize
 from .losses import LossInputs, compute_losses
 from .masking import apply_mask, stratified_mask
 from .network import DeconvolutionNetwork, UNet
@@ -144,7 +145,8 @@ def train(
         If true, Ctrl-C stops training early and returns the current weights
         (``result.interrupted`` is set); otherwise the interrupt propagates.
     intensity_range : (float, float), optional
-        Range for the boundary losses; default the image's min and max.
+        Range for the boundary losses; default ``config.training.intensity_range``, else
+        :func:`siamdecon.data.default_intensity_range`.
 
     Returns
     -------
@@ -159,9 +161,18 @@ def train(
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
     gen = torch.Generator().manual_seed(t.seed)
+    intensity_range = intensity_range or t.intensity_range
     low, high = intensity_range if intensity_range is not None else (None, None)
     standardized, norm = standardize(image, low, high)
-    sampler = PatchSampler(standardized[None], t.patch_size, t.batch_size, t.augment, seed=t.seed)
+    augment = t.augment
+    if augment and not psf_is_dihedral(psf):
+        warnings.warn(
+            "the PSF is not symmetric under 90-degree rotations and flips in the xy plane; training"
+            " without rotation/flip augmentation so that patches stay consistent with the PSF",
+            stacklevel=2,
+        )
+        augment = False
+    sampler = PatchSampler(standardized[None], t.patch_size, t.batch_size, augment, seed=t.seed)
     net = build_network(config, psf, norm).to(device)
     op = PSFConvolution(psf).to(device)
     weights = config.loss_weights()

@@ -224,6 +224,7 @@ def run_benchmark(
                         steps=settings.steps,
                         seed=settings.seed,
                         device=device,
+                        intensity_range=(0.0, 1.0),
                     )
                     t = time.perf_counter()
                     model = Deconvolver.fit(case.noisy, case.psf, cfg, progress=False, allow_interrupt=False)

@@ -30,7 +30,7 @@ IMAGES_2D = (
     "immunohistochemistry",
     "retina",
 )
-QUICK_2D = ("camera", "coins", "cell", "brick")
+QUICK_2D = ("camera", "coins", "cell")
 
 
 @dataclass
