@@ -96,10 +96,10 @@ class PSFConvolution(nn.Module):
         n = math.prod(spatial)
         k = math.prod(self.kernel_shape)
         m = math.prod(fast_fft_size(s + kk - 1) for s, kk in zip(spatial, self.kernel_shape, strict=False))
-        # Measured on a 2-core CPU: a real FFT round trip plus the product costs roughly 12 direct
-        # multiply-adds per padded pixel per log2 factor.
+        # Calibrated on a 2-core CPU (benchmarks/fft_speed.py): FFT forward + backward was already
+        # 2.8x faster than direct at 5x5 and 3x3x3 kernels, so direct only wins for a handful of taps.
         direct_cost = n * k
-        fft_cost = 12.0 * m * max(math.log2(m), 1.0)
+        fft_cost = 0.4 * m * max(math.log2(m), 1.0)
         return "direct" if direct_cost < fft_cost else "fft"
 
     # -- FFT ----------------------------------------------------------------------------------------
