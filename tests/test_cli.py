@@ -175,6 +175,26 @@ def test_config_file_round_trip_through_the_cli(files):
             ["simulate", "{d}/big.tif", "--psf", "{d}/psf.npy", "-o", "{d}/o.tif"],
             "--rescale",
         ),
+        (
+            lambda d: None,
+            ["deconvolve", "{d}/clean.tif", "--psf", "{d}/psf.npy", "-o", "{d}/o.tif", "--device", "gpu"],
+            "device",
+        ),
+        (
+            lambda d: np.save(d / "flat.npy", np.ones((40, 40))),
+            ["deconvolve", "{d}/flat.npy", "--psf", "{d}/psf.npy", "-o", "{d}/o.tif"],
+            "constant",
+        ),
+        (
+            lambda d: (d / "dir.tif").mkdir(),
+            ["deconvolve", "{d}/clean.tif", "--psf", "{d}/psf.npy", "-o", "{d}/dir.tif"],
+            "is a folder",
+        ),
+        (
+            lambda d: write_image(d / "raw.tif", np.full((96, 96), 7.0)),
+            ["evaluate", "{d}/clean.tif", "--truth", "{d}/raw.tif"],
+            r"\[0, 1\]",
+        ),
     ],
 )
 def test_bad_input_gives_one_clear_error_and_no_output(files, make, args, message):
