@@ -431,11 +431,11 @@ def demo(
 
     out.mkdir(parents=True, exist_ok=True)
     rows = run_demo(out, steps=steps, seed=seed, size=size, progress=not quiet)
-    header = f"{'method':<34}{'PSNR':>8}{'SSIM':>8}{'time (s)':>10}"
+    header = f"{'method':<40}{'PSNR':>8}{'SSIM':>8}{'time (s)':>10}"
     typer.echo(header)
     typer.echo("-" * len(header))
     for r in rows:
-        typer.echo(f"{r['method']:<34}{r['psnr']:>8.2f}{r['ssim']:>8.3f}{r['seconds']:>10.1f}")
+        typer.echo(f"{r['method']:<40}{r['psnr']:>8.2f}{r['ssim']:>8.3f}{r['seconds']:>10.1f}")
     typer.echo(f"\nimages, comparison.png and results.json in {out}/")
 
 
