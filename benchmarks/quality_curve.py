@@ -20,10 +20,10 @@ from siamdecon.benchmark import QUICK_2D, suite_2d
 from siamdecon.data import standardize
 
 VARIANTS = {
-    "default (fast, Eq. 4)": {},
-    "fast, blind-spot (Eq. 2)": {"loss": "blind-spot"},
-    "fast, width 8, batch 8": {"width": 8, "training": {"batch_size": 8}},
-    "fast, no LR start": {"start": "input"},
+    "default-eq4": {},
+    "blind-spot-eq2": {"loss": "blind-spot"},
+    "width8-batch8": {"width": 8, "training": {"batch_size": 8}},
+    "no-lr-start": {"start": "input"},
 }
 
 
