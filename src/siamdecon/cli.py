@@ -61,37 +61,16 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _check_writable(path: Path, what: str) -> None:
-    """Fail before any long computation if ``path`` cannot be written."""
-    import tempfile
-
-    from .errors import InputError
-
-    if path.is_dir():
-        raise InputError(f"{what} '{path}' is a folder; give a file name")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise InputError(f"{what} folder '{parent}' does not exist; create it first")
-    try:
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".siamdecon-check-"):
-            pass
-    except OSError as exc:
-        raise InputError(f"cannot write {what} into '{parent}': {exc.strerror or exc}") from None
-
-
 def _check_output(path: Path) -> None:
-    from .errors import InputError
-    from .io import WRITE_SUFFIXES
+    from .io import check_output_path
 
-    if path.suffix.lower() not in WRITE_SUFFIXES:
-        raise InputError(
-            f"output '{path}' has unsupported type '{path.suffix}'; use one of {', '.join(WRITE_SUFFIXES)}"
-        )
-    _check_writable(path, "output")
+    check_output_path(path)
 
 
 def _check_model_output(path: Path) -> None:
-    _check_writable(path, "model")
+    from .io import check_writable
+
+    check_writable(path, "model")
 
 
 def _load_inputs(image: Path, psf: Path):

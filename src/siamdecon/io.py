@@ -28,6 +28,8 @@ __all__ = [
     "read_array",
     "write_image",
     "atomic_path",
+    "check_output_path",
+    "check_writable",
     "READ_SUFFIXES",
     "WRITE_SUFFIXES",
 ]
@@ -313,12 +315,38 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def _check_output_path(path: Path) -> None:
-    if path.suffix.lower() not in WRITE_SUFFIXES:
+def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
+    """Raise :class:`InputError` unless a file can be created at ``path``.
+
+    Called before long computations, so that an unwritable target fails at once instead of
+    after training.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{what} '{p}' is a folder; give a file name.")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        raise InputError(f"{what} folder '{parent}' does not exist; create it first.")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".siamdecon-check-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write {what} into '{parent}': {exc.strerror or exc}") from None
+
+
+def _check_suffix(p: Path) -> None:
+    if p.suffix.lower() not in WRITE_SUFFIXES:
         raise InputError(
-            f"output '{path}' has unsupported type '{path.suffix}'; results are float32, so use"
+            f"output '{p}' has unsupported type '{p.suffix}'; results are float32, so use"
             f" one of {', '.join(WRITE_SUFFIXES)}."
         )
+
+
+def check_output_path(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`InputError` unless ``path`` is a writable ``.tif``/``.tiff``/``.npy`` target."""
+    p = Path(path)
+    _check_suffix(p)
+    check_writable(p, "output")
 
 
 def write_image(
@@ -346,7 +374,7 @@ def write_image(
         The written path.
     """
     p = Path(path)
-    _check_output_path(p)
+    _check_suffix(p)
     if isinstance(data, ImageData):
         like = like or data
         arr = data.data

@@ -174,7 +174,8 @@ def train(
         augment = False
     sampler = PatchSampler(standardized[None], t.patch_size, t.batch_size, augment, seed=t.seed)
     net = build_network(config, psf, norm).to(device)
-    op = PSFConvolution(psf).to(device)
+    # Share the start estimate's operator (and its cached PSF transforms) when there is one.
+    op = net.op if net.op is not None else PSFConvolution(psf).to(device)
     weights = config.loss_weights()
     need_masked = weights.needs_masked_branch
     need_plain = weights.needs_unmasked_branch
