@@ -120,9 +120,7 @@ class PSFConvolution(nn.Module):
         # With the kernel's centre at index 0, circular wrap-around stays outside the kept
         # N samples as soon as M >= N + (K - 1) / 2 (and M >= K, so the kernel fits): about
         # half the padding of the usual N + K - 1.
-        return tuple(
-            fast_fft_size(max(s + (k - 1) // 2, k)) for s, k in zip(spatial, self.kernel_shape, strict=False)
-        )
+        return tuple(fast_fft_size(max(s + (k - 1) // 2, k)) for s, k in zip(spatial, self.kernel_shape, strict=False))
 
     def _otf(self, fshape: tuple[int, ...], device: torch.device, dtype: torch.dtype, flipped: bool) -> torch.Tensor:
         key = (fshape, device, dtype, flipped)
