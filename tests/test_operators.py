@@ -77,6 +77,17 @@ def test_gradients_are_correct(backend, ndim, rng):
     op = PSFConvolution(k, backend=backend).double()
     x = torch.from_numpy(rng.random((2, 1) + (6,) * ndim)).requires_grad_(True)
     assert torch.autograd.gradcheck(op, (x,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradgradcheck(op, (x,), eps=1e-6, atol=1e-6)
+
+
+def test_fft_gradient_of_an_asymmetric_kernel_is_its_adjoint(rng):
+    k = rng.random((5, 3))
+    op = PSFConvolution(k, backend="fft").double()
+    x = torch.from_numpy(rng.random((1, 2, 7, 9))).requires_grad_(True)
+    assert torch.autograd.gradcheck(op, (x,), eps=1e-6, atol=1e-6)
+    g = torch.from_numpy(rng.random((1, 2, 7, 9)))
+    (grad,) = torch.autograd.grad(op(x), x, g)
+    assert torch.allclose(grad, op.adjoint(g), atol=1e-12)
 
 
 @pytest.mark.parametrize("backend", ["fft", "direct"])
@@ -94,9 +105,13 @@ def test_psf_transform_is_cached_per_shape(psf2d):
     op = PSFConvolution(psf2d, backend="fft")
     op(torch.zeros(2, 1, 32, 32))
     op(torch.zeros(4, 1, 32, 32))
-    assert len(op._otf_cache) == 1
-    op(torch.zeros(1, 1, 48, 32))
+    op.adjoint(torch.zeros(4, 1, 32, 32))
+    # One forward and one adjoint transform per FFT size, whatever the batch.
     assert len(op._otf_cache) == 2
+    op(torch.zeros(1, 1, 48, 32))
+    assert len(op._otf_cache) == 3
+    op(torch.zeros(1, 1, 48, 32, requires_grad=True)).sum().backward()  # the gradient needs the adjoint
+    assert len(op._otf_cache) == 4
     op.double()
     assert len(op._otf_cache) == 0
 
