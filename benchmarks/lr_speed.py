@@ -2,8 +2,9 @@
 
     python benchmarks/lr_speed.py [--quick]
 
-Prints JSON rows: case, iterations, seconds for both (fastest of three alternated runs), speed-up ratio (from the same run) and the max
-absolute difference of the outputs (scikit-image's start 0.5 and clipping, float32 input).
+Prints JSON rows: case, iterations, seconds for both (fastest of three alternated runs), speed-up
+ratio (from the same run) and the max absolute difference of the outputs (scikit-image's start 0.5
+and clipping, float32 input).
 """
 
 from __future__ import annotations

@@ -4,18 +4,28 @@ import numpy as np
 import pytest
 import torch
 
-from siamdecon.inference import predict_tiled, pyramid_weights, tile_starts
+from siamdecon.inference import predict_tiled, pyramid_weights, tile_layout
 
 
-def test_tile_starts_cover_the_axis():
-    for n in (10, 64, 100, 257):
-        for tile, overlap in ((32, 8), (64, 16), (16, 0)):
-            starts = tile_starts(n, tile, overlap)
-            covered = np.zeros(n, bool)
-            for s in starts:
-                covered[s : s + tile] = True
-            assert covered.all()
-            assert starts[-1] + min(tile, n) == n
+@pytest.mark.parametrize("n", [10, 64, 100, 257, 1024, 2048, 4099])
+@pytest.mark.parametrize("tile,overlap", [(32, 8), (512, 32), (96, 16), (16, 0)])
+def test_tile_layout_covers_evenly_with_the_overlap(n, tile, overlap):
+    length, starts = tile_layout(n, tile, overlap)
+    assert length <= tile and starts[0] == 0 and starts[-1] + length == n
+    gaps = np.diff(starts)
+    assert (length - gaps >= overlap).all()  # neighbours overlap by at least `overlap`
+    assert len(starts) == 1 or gaps.max() - gaps.min() <= 1  # spread evenly
+    # No more tiles than fixed-size tiles of `tile` would need.
+    assert len(starts) == 1 if tile >= n else len(starts) == -(-(n - overlap) // (tile - overlap))
+
+
+def test_tile_layout_keeps_the_work_per_pixel_nearly_constant():
+    # Pixels processed (tiles plus a 32-pixel context on each side) per image pixel, 2D.
+    def work(n: int) -> float:
+        length, starts = tile_layout(n, 512, 32)
+        return (len(starts) * min(length + 64, n)) ** 2 / n**2
+
+    assert work(1024) < 1.8 and work(2048) < 1.8 and work(4096) < 1.8
 
 
 def test_pyramid_weights_peak_in_the_centre():
