@@ -21,6 +21,7 @@ from siamdecon import make_config
 from siamdecon.data import standardize
 from siamdecon.losses import LossInputs, compute_losses
 from siamdecon.masking import apply_mask, stratified_mask
+from siamdecon.network import prefer_channels_last
 from siamdecon.operators import PSFConvolution
 from siamdecon.psf import generate_psf
 from siamdecon.training import build_network
@@ -42,12 +43,21 @@ def main() -> None:
     ap.add_argument("--ndim", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--preset", default="fast")
+    ap.add_argument("--width", type=int, help="override the network width")
+    ap.add_argument("--batch-size", type=int, help="override the batch size")
+    ap.add_argument(
+        "--contiguous", action="store_true", help="keep the default layout instead of training's channels-last"
+    )
     args = ap.parse_args()
-    cfg = make_config(args.preset, args.ndim)
+    cfg = make_config(
+        args.preset, args.ndim, width=args.width, training={"batch_size": args.batch_size} if args.batch_size else None
+    )
     psf = generate_psf(ndim=args.ndim)
     img = np.random.default_rng(0).random((64,) * args.ndim if args.ndim == 3 else (256, 256)).astype(np.float32)
     _, norm = standardize(img)
     net = build_network(cfg, psf, norm)
+    if not args.contiguous:
+        net = prefer_channels_last(net, torch.device("cpu"))  # as training does on the CPU
     op = PSFConvolution(psf)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     t = cfg.training
@@ -79,6 +89,8 @@ def main() -> None:
         json.dumps(
             {
                 "preset": args.preset,
+                "width": cfg.network.width,
+                "channels_last": not args.contiguous,
                 "ndim": args.ndim,
                 "batch_shape": list(shape),
                 "threads": torch.get_num_threads(),

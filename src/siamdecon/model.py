@@ -21,6 +21,7 @@ from .data import Normalization, psf_is_dihedral
 from .errors import ConfigError, InputError
 from .inference import predict_tiled, with_augmentation
 from .io import atomic_path
+from .network import prefer_channels_last
 from .psf import check_psf_fits, normalize_psf, validate_psf
 from .training import TrainResult, build_network, resolve_device, train
 
@@ -160,7 +161,7 @@ class Deconvolver:
             raise InputError(f"tile overlap ({overlap}) must be smaller than the tile size ({tile})")
         dev = resolve_device(device or "auto")
         inputs = norm.apply(image)[None]
-        net = self.network.to(dev).eval()
+        net = prefer_channels_last(self.network.to(dev), dev).eval()
         use_tta = self.config.inference.tta if tta is None else tta
         # Averaging over rotations is only valid when the PSF has that symmetry.
         fn = with_augmentation(net) if use_tta and psf_is_dihedral(self.psf) else net

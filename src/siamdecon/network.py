@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UNet", "count_parameters"]
+__all__ = ["UNet", "count_parameters", "prefer_channels_last"]
 
 Norm = Literal["batch", "group", "none"]
 Skip = Literal["concat", "add"]
@@ -50,6 +50,24 @@ class ResidualUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(x) + self.body(x)
+
+
+def _channels_last(ndim: int) -> torch.memory_format:
+    return torch.channels_last if ndim == 2 else torch.channels_last_3d
+
+
+def prefer_channels_last(net: nn.Module, device: torch.device) -> nn.Module:
+    """Store ``net``'s U-Net weights channels-last when running on the CPU; returns ``net``.
+
+    oneDNN's CPU convolutions are faster on channels-last tensors (measured by
+    benchmarks/throughput.py: 1.09x per 2D training step of the fast preset, 1.35x in 3D). Other
+    devices keep the default layout, which is what was tested there.
+    """
+    if device.type == "cpu":
+        for module in net.modules():
+            if isinstance(module, UNet):
+                module.to(memory_format=_channels_last(module.ndim))
+    return net
 
 
 class UNet(nn.Module):
@@ -129,6 +147,10 @@ class UNet(nn.Module):
         for s in reversed(spatial):
             pad += [0, (-s) % multiple]
         xp = F.pad(x, pad, mode="reflect") if any(pad) else x
+        fmt = _channels_last(self.ndim)
+        if self.stem.weight.is_contiguous(memory_format=fmt) and not self.stem.weight.is_contiguous():
+            # Weights stored channels-last (prefer_channels_last): give the input the same layout.
+            xp = xp.contiguous(memory_format=fmt)
         h = self.encoder[0](self.stem(xp))
         skips = [h]
         for down, unit in zip(self.downs, self.encoder[1:], strict=False):

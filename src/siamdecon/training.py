@@ -22,7 +22,7 @@ from .config import Config
 from .data import Normalization, PatchSampler, psf_is_dihedral, standardize
 from .losses import LossInputs, compute_losses
 from .masking import apply_mask, stratified_mask
-from .network import DeconvolutionNetwork, UNet
+from .network import DeconvolutionNetwork, UNet, prefer_channels_last
 from .operators import PSFConvolution
 
 __all__ = ["resolve_device", "build_network", "TrainResult", "train"]
@@ -173,7 +173,7 @@ def train(
         )
         augment = False
     sampler = PatchSampler(standardized[None], t.patch_size, t.batch_size, augment, seed=t.seed)
-    net = build_network(config, psf, norm).to(device)
+    net = prefer_channels_last(build_network(config, psf, norm).to(device), device)
     # Share the start estimate's operator (and its cached PSF transforms) when there is one.
     op = net.op if net.op is not None else PSFConvolution(psf).to(device)
     weights = config.loss_weights()
