@@ -24,6 +24,10 @@ VARIANTS = {
     "blind-spot-eq2": {"loss": "blind-spot"},
     "width8-batch8": {"width": 8, "training": {"batch_size": 8}},
     "no-lr-start": {"start": "input"},
+    "eq4-mask2": {"mask": {"fraction": 0.02}},
+    "eq4-mask5": {"mask": {"fraction": 0.05}},
+    "blind-spot-mask2": {"loss": "blind-spot", "mask": {"fraction": 0.02}},
+    "eq4-batch8-400": {"training": {"batch_size": 8, "steps": 400}},
 }
 
 

@@ -425,7 +425,7 @@ def benchmark(
     full: bool = typer.Option(
         False, "--full", help="All 14 images, whole (up to 512 px crops), and 64x128x128 volumes."
     ),
-    images: str | None = typer.Option(None, "--images", help="Comma-separated 2D images (default: the quick four)."),
+    images: str | None = typer.Option(None, "--images", help="Comma-separated 2D images (default: camera, coins, cell)."),
     crop: int | None = typer.Option(None, "--crop", min=16, help="2D centre crop (quick: 256, full: 512)."),
     volumes: int | None = typer.Option(None, "--volumes", min=0, help="Number of 3D phantom volumes (0: no 3D)."),
     shape_3d: str | None = typer.Option(None, "--shape-3d", help="3D volume shape z,y,x (quick: 32,96,96)."),
