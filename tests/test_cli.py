@@ -132,6 +132,22 @@ def test_config_file_round_trip_through_the_cli(files):
     )
 
 
+def test_mask_fraction_option_overrides_only_that_field_of_a_config_file(files):
+    from siamdecon.model import Deconvolver
+
+    d = files
+    _ok(runner.invoke(app, ["config", "-o", str(d / "c.yaml")]))
+    (d / "c.yaml").write_text((d / "c.yaml").read_text().replace("noise_std: 0.2", "noise_std: 0.3"))
+    args = ["train", str(d / "clean.tif"), "--psf", str(d / "psf.npy"), *TINY]
+    _ok(runner.invoke(app, [*args, "-o", str(d / "m.pt"), "--config", str(d / "c.yaml"), "--mask-fraction", "0.02"]))
+    cfg = Deconvolver.load(d / "m.pt").config
+    assert cfg.mask.fraction == 0.02 and cfg.mask.noise_std == 0.3
+    _ok(runner.invoke(app, [*args, "-o", str(d / "m2.pt"), "--mask-fraction", "0.05"]))
+    assert Deconvolver.load(d / "m2.pt").config.mask.fraction == 0.05
+    bad = runner.invoke(app, [*args, "-o", str(d / "m3.pt"), "--mask-fraction", "0"])
+    assert bad.exit_code != 0 and not (d / "m3.pt").exists()
+
+
 @pytest.mark.parametrize(
     "make,args,message",
     [

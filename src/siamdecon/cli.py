@@ -92,12 +92,14 @@ def _config(
     seed: int | None,
     device: str | None,
     config_file: Path | None,
+    mask_fraction: float | None = None,
 ):
     from .config import Config, make_config
 
     overrides = {
         "loss": loss.value if loss else None,
         "boundary_weight": boundary_weight,
+        "mask": {"fraction": mask_fraction} if mask_fraction is not None else None,
         "steps": steps,
         "seed": seed,
         "device": device,
@@ -111,11 +113,13 @@ def _config(
                 f"config file '{config_file}' is for {base.ndim}D data but the image is {ndim}D;"
                 f" write one with 'siamdecon config --ndim {ndim}'"
             )
-        return make_config(
-            base.preset if base.preset in ("fast", "paper") else "fast",
-            ndim,
-            **{**base.model_dump(exclude={"preset", "ndim"}), **{k: v for k, v in overrides.items() if v is not None}},
-        )
+        merged = base.model_dump(exclude={"preset", "ndim"})
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            # A section override (mask) changes the given fields and keeps the file's others.
+            merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
+        return make_config(base.preset if base.preset in ("fast", "paper") else "fast", ndim, **merged)
     return make_config(preset.value, ndim, **overrides)
 
 
@@ -125,6 +129,11 @@ _LOSS = typer.Option(
 )
 _BOUND = typer.Option(None, "--boundary-weight", min=0.0, help="Weight of the boundary terms (paper: 0 or 0.1).")
 _STEPS = typer.Option(None, "--steps", min=0, help="Training steps (default from the preset).")
+_MASK = typer.Option(
+    None,
+    "--mask-fraction",
+    help="Fraction of pixels masked per patch (default 0.005; 0.02 suits --loss blind-spot on a CPU budget).",
+)
 _SEED = typer.Option(None, "--seed", help="Random seed (default 0).")
 _DEVICE = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.")
 _CONFIG = typer.Option(
@@ -157,6 +166,7 @@ def deconvolve(
     loss: Loss | None = _LOSS,
     boundary_weight: float | None = _BOUND,
     steps: int | None = _STEPS,
+    mask_fraction: float | None = _MASK,
     seed: int | None = _SEED,
     device: str | None = _DEVICE,
     save_model: Path | None = typer.Option(None, "--save-model", help="Also save the trained model here."),
@@ -168,7 +178,7 @@ def deconvolve(
     if save_model is not None:
         _check_model_output(save_model)
     img, kernel = _load_inputs(image, psf)
-    cfg = _config(img.ndim, preset, loss, boundary_weight, steps, seed, device, config)
+    cfg = _config(img.ndim, preset, loss, boundary_weight, steps, seed, device, config, mask_fraction)
     start = time.perf_counter()
     model = _train(img, kernel, cfg, quiet)
     result = model.predict(img.data, progress=not quiet)
@@ -191,6 +201,7 @@ def train(
     loss: Loss | None = _LOSS,
     boundary_weight: float | None = _BOUND,
     steps: int | None = _STEPS,
+    mask_fraction: float | None = _MASK,
     seed: int | None = _SEED,
     device: str | None = _DEVICE,
     config: Path | None = _CONFIG,
@@ -199,7 +210,7 @@ def train(
     """Train a model on IMAGE and save it (weights, config, PSF and normalization) to OUT."""
     _check_model_output(out)
     img, kernel = _load_inputs(image, psf)
-    cfg = _config(img.ndim, preset, loss, boundary_weight, steps, seed, device, config)
+    cfg = _config(img.ndim, preset, loss, boundary_weight, steps, seed, device, config, mask_fraction)
     model = _train(img, kernel, cfg, quiet)
     model.save(out)
     if not quiet:
@@ -425,7 +436,7 @@ def benchmark(
     full: bool = typer.Option(
         False, "--full", help="All 14 images, whole (up to 512 px crops), and 64x128x128 volumes."
     ),
-    images: str | None = typer.Option(None, "--images", help="Comma-separated 2D images (default: camera, coins, cell)."),
+    images: str | None = typer.Option(None, "--images", help="Comma-separated 2D images (default: camera,coins,cell)."),
     crop: int | None = typer.Option(None, "--crop", min=16, help="2D centre crop (quick: 256, full: 512)."),
     volumes: int | None = typer.Option(None, "--volumes", min=0, help="Number of 3D phantom volumes (0: no 3D)."),
     shape_3d: str | None = typer.Option(None, "--shape-3d", help="3D volume shape z,y,x (quick: 32,96,96)."),
