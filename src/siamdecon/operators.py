@@ -25,7 +25,7 @@ Backend = Literal["auto", "fft", "direct"]
 
 
 def fast_fft_size(n: int) -> int:
-    """Smallest integer >= ``n`` whose prime factors are only 2, 3 and 5 (fast for pocketfft)."""
+    """Smallest integer >= ``n`` whose prime factors are only 2, 3 and 5 (fast for MKL, pocketfft, cuFFT)."""
     m = max(int(n), 1)
     while True:
         r = m
