@@ -19,6 +19,11 @@ def test_tile_layout_covers_evenly_with_the_overlap(n, tile, overlap):
     assert len(starts) == 1 if tile >= n else len(starts) == -(-(n - overlap) // (tile - overlap))
 
 
+def test_tile_layout_refuses_an_overlap_as_large_as_the_tile():
+    with pytest.raises(ValueError, match="overlap"):
+        tile_layout(100, 16, 16)
+
+
 def test_tile_layout_keeps_the_work_per_pixel_nearly_constant():
     # Pixels processed (tiles plus a 32-pixel context on each side) per image pixel, 2D.
     def work(n: int) -> float:

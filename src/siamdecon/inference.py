@@ -25,6 +25,8 @@ def tile_layout(n: int, tile: int, overlap: int) -> tuple[int, list[int]]:
     evenly: the work per pixel stays about the same at every image size (fixed ``tile``-sized
     tiles would cover a 1024-pixel axis with 3 tiles of 512, 1.5x the pixels).
     """
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap ({overlap}) must be at least 0 and smaller than the tile size ({tile})")
     if tile >= n:
         return n, [0]
     count = -(-(n - overlap) // (tile - overlap))

@@ -60,8 +60,8 @@ def prefer_channels_last(net: nn.Module, device: torch.device) -> nn.Module:
     """Store ``net``'s U-Net weights channels-last when running on the CPU; returns ``net``.
 
     oneDNN's CPU convolutions are faster on channels-last tensors (measured by
-    benchmarks/throughput.py: 1.09x per 2D training step of the fast preset, 1.35x in 3D). Other
-    devices keep the default layout, which is what was tested there.
+    benchmarks/throughput.py: 1.09x per 2D training step of the fast preset, 1.35x in 3D). On other
+    devices the layout is left as it is (untested there: no GPU on the development machine).
     """
     if device.type == "cpu":
         for module in net.modules():
