@@ -25,6 +25,13 @@ def test_paper_preset_is_the_paper_protocol():
     assert c3.loss == "siamese-reconvolved"
 
 
+def test_fast_preset_masks_2_percent_in_2d_and_the_paper_fraction_in_3d():
+    # 2D: measured on the 14-image suite (README "Performance"); 3D keeps the paper's 0.5 %.
+    assert make_config("fast", 2).mask.fraction == 0.02
+    assert make_config("fast", 3).mask.fraction == 0.005
+    assert make_config("fast", 2, mask={"fraction": 0.005}).mask.fraction == 0.005
+
+
 def test_flat_and_nested_overrides():
     c = make_config("fast", 2, steps=7, width=8, loss="blind-spot", boundary_weight=0.1, training={"lr": 1e-3})
     assert (c.training.steps, c.network.width, c.training.lr) == (7, 8, 1e-3)
