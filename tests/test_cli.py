@@ -25,6 +25,11 @@ def files(tmp_path, psf2d):
     return tmp_path
 
 
+def _deconvolve_clean(d):
+    """`deconvolve` of the fixture's clean.tif with psf.npy into o.tif; callers add options."""
+    return ["deconvolve", str(d / "clean.tif"), "--psf", str(d / "psf.npy"), "-o", str(d / "o.tif")]
+
+
 def _ok(result):
     assert result.exit_code == 0, result.output
     return result
@@ -114,22 +119,7 @@ def test_config_file_round_trip_through_the_cli(files):
     _ok(runner.invoke(app, ["config", "-o", str(d / "c.yaml")]))
     text = (d / "c.yaml").read_text().replace("steps: 800", "steps: 2")
     (d / "c.yaml").write_text(text)
-    _ok(
-        runner.invoke(
-            app,
-            [
-                "deconvolve",
-                str(d / "clean.tif"),
-                "--psf",
-                str(d / "psf.npy"),
-                "-o",
-                str(d / "o.tif"),
-                "--config",
-                str(d / "c.yaml"),
-                "-q",
-            ],
-        )
-    )
+    _ok(runner.invoke(app, [*_deconvolve_clean(d), "--config", str(d / "c.yaml"), "-q"]))
 
 
 def test_mask_fraction_option_overrides_only_that_field_of_a_config_file(files):
@@ -228,20 +218,7 @@ def test_bad_input_gives_one_clear_error_and_no_output(files, make, args, messag
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 def test_unavailable_device_is_one_clear_error(files):
     d = files
-    res = runner.invoke(
-        app,
-        [
-            "deconvolve",
-            str(d / "clean.tif"),
-            "--psf",
-            str(d / "psf.npy"),
-            "-o",
-            str(d / "o.tif"),
-            "--device",
-            "cuda",
-            "-q",
-        ],
-    )
+    res = runner.invoke(app, [*_deconvolve_clean(d), "--device", "cuda", "-q"])
     assert res.exit_code == 2 and "CUDA is not available" in res.output and "Traceback" not in res.output
     assert not (d / "o.tif").exists()
 
