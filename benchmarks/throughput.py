@@ -1,10 +1,12 @@
 """Training-step FLOP/s against this machine's matmul peak (issue #4, target 3).
 
-    python benchmarks/throughput.py [--ndim 2] [--steps 10]
+    python benchmarks/throughput.py [--ndim 2] [--steps 10] [--step siamese|fine-tune|pretrain]
 
-Counts the FLOPs of one training step of the `fast` preset with torch.utils.flop_counter (forward
-and backward of both branches; the FFT convolution is not counted, it is a small share), times the
-steps, and compares with a large fp32 matmul on the same threads. Prints JSON.
+Counts the FLOPs of one training step of the `fast` preset with torch.utils.flop_counter (the FFT
+convolution is not counted, it is a small share), times the steps, and compares with a large fp32
+matmul on the same threads. Prints JSON. Steps: `siamese` is training from scratch (both branches of
+the preset's loss), `fine-tune` the blind-spot fine-tuning from a prior (one masked branch),
+`pretrain` a supervised pretraining step (batch 16 in 2D, no mask, no PSF).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from siamdecon import make_config
 from siamdecon.data import standardize
-from siamdecon.losses import LossInputs, compute_losses
+from siamdecon.losses import LossInputs, compute_losses, loss_preset
 from siamdecon.masking import apply_mask, stratified_mask
 from siamdecon.network import prefer_channels_last
 from siamdecon.operators import PSFConvolution
@@ -43,6 +45,7 @@ def main() -> None:
     ap.add_argument("--ndim", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--preset", default="fast")
+    ap.add_argument("--step", choices=("siamese", "fine-tune", "pretrain"), default="siamese")
     ap.add_argument("--width", type=int, help="override the network width")
     ap.add_argument("--batch-size", type=int, help="override the batch size")
     ap.add_argument(
@@ -61,17 +64,32 @@ def main() -> None:
     op = PSFConvolution(psf)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     t = cfg.training
-    shape = (t.batch_size, 1) + (min(t.patch_size, 64 if args.ndim == 3 else 256),) * args.ndim
-    weights = cfg.loss_weights()
+    batch = t.batch_size
+    if args.step == "pretrain":
+        from siamdecon.prior import default_pretrain_config
+
+        batch = default_pretrain_config(args.ndim).batch_size
+    if args.batch_size:
+        batch = args.batch_size
+    shape = (batch, 1) + (min(t.patch_size, 64 if args.ndim == 3 else 256),) * args.ndim
+    weights = cfg.loss_weights() if args.step == "siamese" else loss_preset(cfg.prior.fine_tune_loss)
 
     def step() -> None:
         x = torch.randn(shape)
-        mask = stratified_mask(shape, cfg.mask.fraction)
-        out = net(torch.cat([x, apply_mask(x, mask)]))
-        y = op(out)
-        d, dj = out.chunk(2)
-        yy, yj = y.chunk(2)
-        loss = compute_losses(LossInputs(x, d, dj, yy, yj, mask), weights)["total"]
+        if args.step == "pretrain":
+            loss = ((net(x) - torch.randn(shape)) ** 2).mean()
+        elif args.step == "fine-tune":
+            mask = stratified_mask(shape, cfg.mask.fraction)
+            dj = net(apply_mask(x, mask))
+            yj = op(dj)
+            loss = compute_losses(LossInputs(x, dj, dj, yj, yj, mask), weights)["total"]
+        else:
+            mask = stratified_mask(shape, cfg.mask.fraction)
+            out = net(torch.cat([x, apply_mask(x, mask)]))
+            y = op(out)
+            d, dj = out.chunk(2)
+            yy, yj = y.chunk(2)
+            loss = compute_losses(LossInputs(x, d, dj, yy, yj, mask), weights)["total"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -89,6 +107,7 @@ def main() -> None:
         json.dumps(
             {
                 "preset": args.preset,
+                "step": args.step,
                 "width": cfg.network.width,
                 "channels_last": not args.contiguous,
                 "ndim": args.ndim,

@@ -4,6 +4,7 @@ Public API::
 
     from siamdecon import Deconvolver, deconvolve, make_config, load_psf, generate_psf
     from siamdecon import richardson_lucy, read_image, write_image, evaluate, degrade
+    from siamdecon import pretrain, Prior
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from .losses import LossWeights, loss_preset  # noqa: E402
 from .metrics import evaluate  # noqa: E402
 from .model import Deconvolver, deconvolve  # noqa: E402
 from .operators import PSFConvolution  # noqa: E402
+from .prior import PretrainConfig, Prior, pretrain  # noqa: E402
 from .psf import generate_psf, load_psf, normalize_psf, validate_psf  # noqa: E402
-from .simulate import degrade, filament_phantom, rescale01  # noqa: E402
+from .simulate import dead_leaves, degrade, filament_phantom, fluorescence_2d, rescale01  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -30,16 +32,21 @@ __all__ = [
     "InputError",
     "LossWeights",
     "PSFConvolution",
+    "PretrainConfig",
+    "Prior",
     "SiamdeconError",
+    "dead_leaves",
     "deconvolve",
     "degrade",
     "evaluate",
     "filament_phantom",
+    "fluorescence_2d",
     "generate_psf",
     "load_psf",
     "loss_preset",
     "make_config",
     "normalize_psf",
+    "pretrain",
     "read_image",
     "rescale01",
     "richardson_lucy",

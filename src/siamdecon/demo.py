@@ -66,12 +66,13 @@ def run_demo(out: Path, steps: int | None = None, seed: int = 0, size: int = 512
     scored = {n: evaluate(v, clean) for n, v in series.items()}
     best = max(scored, key=lambda n: scored[n]["psnr"])
     rows.append({"method": f"Lucy-Richardson, best ({best} it.)", **scored[best], "seconds": lr_seconds})
-    cfg = make_config("fast", ndim=2, steps=steps, seed=seed)
+    cfg = make_config("fast", ndim=2, steps=steps, fine_tune_steps=steps, seed=seed)
     t0 = time.perf_counter()
     model = Deconvolver.fit(noisy, psf, cfg, progress=progress)
     result = model.predict(noisy)
     seconds = time.perf_counter() - t0
-    rows.append({"method": f"siamdecon ({cfg.loss}, fast)", **evaluate(result, clean), "seconds": seconds})
+    how = f"prior + {cfg.prior.fine_tune_loss} fine-tuning" if model.prior else cfg.loss
+    rows.append({"method": f"siamdecon ({how}, fast)", **evaluate(result, clean), "seconds": seconds})
     write_image(out / "clean.tif", clean)
     write_image(out / "noisy.tif", noisy)
     write_image(out / "lucy_richardson.tif", series[best])

@@ -52,6 +52,7 @@ class Deconvolver:
         history: list[dict[str, float]] | None = None,
         train_seconds: float = 0.0,
         interrupted: bool = False,
+        prior: str | None = None,
     ) -> None:
         self.network = network.eval()
         self.config = config
@@ -60,6 +61,7 @@ class Deconvolver:
         self.history = history or []
         self.train_seconds = train_seconds
         self.interrupted = interrupted
+        self.prior = prior
 
     # -- training ---------------------------------------------------------------------------------
     @classmethod
@@ -102,7 +104,14 @@ class Deconvolver:
             )
         result: TrainResult = train(image, psf, config, progress=progress, **kwargs)
         return cls(
-            result.network, config, psf, result.normalization, result.history, result.seconds, result.interrupted
+            result.network,
+            config,
+            psf,
+            result.normalization,
+            result.history,
+            result.seconds,
+            result.interrupted,
+            result.prior,
         )
 
     # -- inference --------------------------------------------------------------------------------
@@ -188,6 +197,7 @@ class Deconvolver:
             "normalization": self.normalization.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
             "train_seconds": float(self.train_seconds),
+            "prior": self.prior or "",
             "final_loss": float(self.history[-1]["total"]) if self.history else float("nan"),
             "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
@@ -227,6 +237,7 @@ class Deconvolver:
             psf,
             norm,
             train_seconds=state.get("train_seconds", 0.0),
+            prior=state.get("prior") or None,
         )
 
 

@@ -222,24 +222,35 @@ class DeconvolutionNetwork(nn.Module):
 
             self.op = PSFConvolution(psf)
 
-    def start_estimate(self, x: torch.Tensor) -> torch.Tensor:
-        """``s(x)`` in standardized units (``x`` itself for ``start="input"``)."""
+    def start_estimate(
+        self, x: torch.Tensor, mean: float | torch.Tensor | None = None, std: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``s(x)`` in standardized units (``x`` itself for ``start="input"``).
+
+        ``mean`` and ``std`` default to the network's own; tensors of shape ``(B, 1, 1, ...)``
+        give every sample its own (pretraining on many images, :mod:`siamdecon.prior`).
+        """
         if self.op is None:
             return x
-        raw = x * self.std + self.mean
+        mean = self.mean if mean is None else mean
+        std = self.std if std is None else std
+        raw = x * std + mean
         # LR needs positive data; noise can dip below zero, which carries no information here.
-        floor = 1e-3 * max(abs(self.mean), self.std)
-        raw = torch.clamp(raw, min=floor)
+        if isinstance(mean, torch.Tensor) or isinstance(std, torch.Tensor):
+            floor = 1e-3 * torch.maximum(torch.as_tensor(mean).abs(), torch.as_tensor(std))
+            raw = torch.maximum(raw, floor.to(raw))
+        else:
+            raw = torch.clamp(raw, min=1e-3 * max(abs(mean), std))
         u = torch.full_like(raw, 1.0) * raw.mean(dim=tuple(range(1, raw.ndim)), keepdim=True)
         for _ in range(self.iterations):
             u = u * self.op.adjoint(raw / (self.op(u) + 1e-12))
-        return (u - self.mean) / self.std
+        return (u - mean) / std
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.start == "none":
-            return self.unet(x)
-        if self.start == "input":
+    def forward(
+        self, x: torch.Tensor, mean: float | torch.Tensor | None = None, std: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.start in ("none", "input"):
             return self.unet(x)
         with torch.no_grad():
-            s = self.start_estimate(x)
+            s = self.start_estimate(x, mean, std)
         return self.unet(torch.cat([s, x], dim=1))

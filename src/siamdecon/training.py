@@ -1,8 +1,9 @@
 """The training loop: sample, mask, run both branches, reconvolve, loss, step.
 
-One model per image, as in the paper. Both branches (unmasked and masked) go through the network
-in one concatenated batch: it halves the number of calls, and normalization layers then see both
-kinds of input at once.
+One model per image, as in the paper, trained from scratch or, with ``config.prior``, fine-tuned
+from a network pretrained on synthetic images (:mod:`siamdecon.prior`). Both branches (unmasked
+and masked) go through the network in one concatenated batch: it halves the number of calls, and
+normalization layers then see both kinds of input at once.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from tqdm.auto import tqdm
 
 from .config import Config
 from .data import Normalization, PatchSampler, psf_is_dihedral, standardize
-from .losses import LossInputs, compute_losses
+from .losses import LossInputs, compute_losses, loss_preset
 from .masking import apply_mask, stratified_mask
 from .network import DeconvolutionNetwork, UNet, prefer_channels_last
 from .operators import PSFConvolution
+from .prior import resolve_prior
 
 __all__ = ["resolve_device", "build_network", "TrainResult", "train"]
 
@@ -76,14 +78,15 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    prior: str | None = None
 
 
-def _scheduler(opt: torch.optim.Optimizer, config: Config) -> torch.optim.lr_scheduler.LRScheduler:
+def _scheduler(opt: torch.optim.Optimizer, config: Config, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     t = config.training
     if t.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=t.decay_every, gamma=t.decay_factor)
     if t.schedule == "onecycle":
-        total = max(t.steps, 1)
+        total = max(steps, 1)
         warm = max(int(round(t.warmup_fraction * total)), 1)
 
         def factor(step: int) -> float:
@@ -151,7 +154,13 @@ def train(
     Returns
     -------
     TrainResult
-        The trained network (in eval mode), the normalization and the loss history.
+        The trained network (in eval mode), the normalization, the loss history and the name
+        of the prior it started from (``None``: from scratch).
+
+    Raises
+    ------
+    ConfigError
+        If ``config.prior.source`` names a prior made for another PSF or network.
     """
     t = config.training
     if image.ndim != config.ndim:
@@ -173,21 +182,28 @@ def train(
         )
         augment = False
     sampler = PatchSampler(standardized[None], t.patch_size, t.batch_size, augment, seed=t.seed)
-    net = prefer_channels_last(build_network(config, psf, norm).to(device), device)
+    net = build_network(config, psf, norm)
+    prior = resolve_prior(config.prior.source, psf, config)
+    if prior is not None:
+        net.unet.load_state_dict(prior.state_dict)
+        steps, lr = config.prior.fine_tune_steps, config.prior.fine_tune_lr
+        weights = loss_preset(config.prior.fine_tune_loss, config.boundary_weight)
+    else:
+        steps, lr, weights = t.steps, t.lr, config.loss_weights()
+    net = prefer_channels_last(net.to(device), device)
     # Share the start estimate's operator (and its cached PSF transforms) when there is one.
     op = net.op if net.op is not None else PSFConvolution(psf).to(device)
-    weights = config.loss_weights()
     need_masked = weights.needs_masked_branch
     need_plain = weights.needs_unmasked_branch
-    opt = torch.optim.Adam(net.parameters(), lr=t.lr)
-    sched = _scheduler(opt, config)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = _scheduler(opt, config, steps)
     history: list[dict[str, float]] = []
     interrupted = False
     start_time = time.perf_counter()
-    bar = tqdm(total=t.steps, desc="training", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=steps, desc="fine-tuning" if prior else "training", disable=not progress, dynamic_ncols=True)
     net.train()
     try:
-        for step in range(t.steps):
+        for step in range(steps):
             x = sampler.sample().to(device)
             target = x
             mask = stratified_mask(tuple(target.shape), config.mask.fraction, gen, device)
@@ -233,4 +249,4 @@ def train(
     if config.network.norm == "batch" and t.recalibrate_norm:
         _recalibrate(net, sampler, device)
     net.eval()
-    return TrainResult(net, norm, history, time.perf_counter() - start_time, interrupted)
+    return TrainResult(net, norm, history, time.perf_counter() - start_time, interrupted, prior.name if prior else None)

@@ -136,6 +136,8 @@ def _figures(out: Path, results: dict[str, Any]) -> list[str]:
                 ]
                 if best_siamese:
                     panels.append((best_siamese, best_siamese))
+                with_prior = bool(entries.get("default", {}).get("prior"))
+                panels.append(("default", "default (prior + fine-tuning)" if with_prior else "default"))
                 panels = [(f, t) for f, t in panels if (case_dir / f"{f}.npy").exists()]
                 if len(panels) < 2:
                     continue

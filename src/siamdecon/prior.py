@@ -1,0 +1,382 @@
+"""Priors: starting networks pretrained on synthetic images for one PSF.
+
+Training on one image alone leaves the PSF's null space to whatever a few hundred steps find
+(README "Performance on a CPU"). A prior fixes the start: the same U-Net is first trained,
+supervised, to deconvolve synthetic images (dead leaves and fluorescence-like filaments and spots,
+:mod:`siamdecon.simulate`) blurred with the PSF and noised over a range of noise levels. No real
+image is used, so a prior may be shipped and used on any data taken with that PSF. Training on the
+image itself then fine-tunes it (``training.prior_steps``).
+
+A prior is tied to its PSF and to the network's shape. ``prior: auto`` in a config looks for a
+shipped prior (``siamdecon/priors/*.pt``) whose PSF equals the image's PSF; ``siamdecon pretrain``
+makes one for another PSF.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from . import __version__
+from .config import Config, NetworkConfig, _Model
+from .data import psf_is_dihedral
+from .errors import ConfigError, InputError
+from .network import prefer_channels_last
+from .simulate import dead_leaves, degrade, fluorescence_2d, tubes_3d
+
+__all__ = [
+    "PretrainConfig",
+    "Prior",
+    "pretrain",
+    "default_pretrain_config",
+    "synthetic_pairs",
+    "shipped_priors",
+    "resolve_prior",
+]
+
+_FORMAT = "siamdecon-prior"
+_FORMAT_VERSION = 1
+# A PSF "equals" a prior's when every tap agrees within this fraction of the peak.
+_PSF_TOLERANCE = 1e-3
+
+
+class PretrainConfig(_Model):
+    """Settings of supervised pretraining on synthetic images (defaults: 2D; see
+    :func:`default_pretrain_config` for 3D)."""
+
+    images: int = Field(600, ge=1, description="synthetic training images (or volumes)")
+    image_size: int = Field(256, ge=16, description="side of each synthetic image (y and x)")
+    depth: int = Field(48, ge=8, description="3D only: z planes of each synthetic volume")
+    fluorescence_fraction: float = Field(
+        0.2, ge=0, le=1, description="2D only: share of fluorescence-like images (the rest: dead leaves)"
+    )
+    blur_probability: float = Field(0.5, ge=0, le=1, description="share of images slightly smoothed first")
+    gaussian: tuple[float, float] = Field((0.02, 0.15), description="range of the Gaussian noise std")
+    poisson: tuple[float, float] = Field((0.0, 0.003), description="range of the Poisson factor alpha")
+    salt_pepper: float = Field(
+        0.01, ge=0, lt=1, description="salt-and-pepper fraction, on half of the images (the 3D protocol has none)"
+    )
+    steps: int = Field(6000, ge=1)
+    batch_size: int = Field(16, ge=1)
+    patch_size: int = Field(64, ge=16)
+    lr: float = Field(2e-3, gt=0)
+    seed: int = 0
+
+
+@dataclass
+class Prior:
+    """A pretrained U-Net, the PSF it was trained for and how it was made.
+
+    Attributes
+    ----------
+    state_dict : dict
+        U-Net weights.
+    network : NetworkConfig
+        The U-Net's shape.
+    start, start_iterations
+        The start estimate the U-Net corrects (as ``training.start``).
+    psf : np.ndarray
+        The normalized PSF.
+    settings : PretrainConfig
+        How it was trained.
+    info : dict
+        Steps, seconds, final loss, version.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    network: NetworkConfig
+    start: str
+    start_iterations: int
+    psf: np.ndarray
+    settings: PretrainConfig
+    info: dict[str, Any] = field(default_factory=dict)
+    name: str = "prior"
+
+    def matches_psf(self, psf: np.ndarray) -> bool:
+        """Whether ``psf`` (normalized) is this prior's PSF."""
+        psf = np.asarray(psf, dtype=np.float64)
+        own = np.asarray(self.psf, dtype=np.float64)
+        if psf.shape != own.shape:
+            return False
+        return float(np.abs(psf / psf.sum() - own).max()) <= _PSF_TOLERANCE * float(own.max())
+
+    def incompatibility(self, config: Config) -> str | None:
+        """Why this prior cannot start ``config``'s network, or ``None`` if it can."""
+        if self.psf.ndim != config.ndim:
+            return f"it is for {self.psf.ndim}D data, the config for {config.ndim}D"
+        if self.network != config.network:
+            return f"its network is {self.network.model_dump()}, the config's {config.network.model_dump()}"
+        t = config.training
+        if (self.start, self.start_iterations) != (t.start, t.start_iterations):
+            return (
+                f"it corrects start={self.start!r} ({self.start_iterations} iterations), the config"
+                f" start={t.start!r} ({t.start_iterations})"
+            )
+        return None
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write to one file (atomically)."""
+        from .io import atomic_path
+
+        p = Path(path)
+        state = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "siamdecon_version": __version__,
+            "network": self.network.model_dump_json(),
+            "start": self.start,
+            "start_iterations": self.start_iterations,
+            "psf": torch.from_numpy(np.asarray(self.psf, dtype=np.float32).copy()),
+            "settings": self.settings.model_dump_json(),
+            "info": {k: v for k, v in self.info.items() if isinstance(v, (int, float, str))},
+            "state_dict": {k: v.detach().cpu().contiguous() for k, v in self.state_dict.items()},
+        }
+        with atomic_path(p) as tmp:
+            torch.save(state, tmp)
+        return p
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Prior:
+        """Read a file written by :meth:`save`."""
+        p = Path(path)
+        if not p.exists():
+            raise InputError(f"prior file '{p}' does not exist")
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise InputError(f"'{p}' is not a readable siamdecon prior file: {exc}") from exc
+        if not isinstance(state, dict) or state.get("format") != _FORMAT:
+            raise InputError(f"'{p}' is not a siamdecon prior file (no '{_FORMAT}' header)")
+        if state.get("format_version", 0) > _FORMAT_VERSION:
+            raise InputError(f"prior '{p}' was written by a newer siamdecon; upgrade siamdecon to read it")
+        try:
+            return cls(
+                state_dict=state["state_dict"],
+                network=NetworkConfig.model_validate_json(state["network"]),
+                start=state["start"],
+                start_iterations=int(state["start_iterations"]),
+                psf=state["psf"].numpy(),
+                settings=PretrainConfig.model_validate_json(state["settings"]),
+                info=dict(state.get("info", {})),
+                name=p.name,
+            )
+        except Exception as exc:
+            raise InputError(f"prior file '{p}' is damaged or incompatible: {exc}") from exc
+
+
+def default_pretrain_config(ndim: int, **overrides: Any) -> PretrainConfig:
+    """Pretraining defaults for 2D or 3D (3D: 150 volumes of 48x128x128, batch 2, 4,000 steps)."""
+    if ndim == 3:
+        base: dict[str, Any] = {"images": 150, "image_size": 128, "patch_size": 48, "batch_size": 2, "steps": 4000}
+        base["salt_pepper"] = 0.0
+    elif ndim == 2:
+        base = {}
+    else:
+        raise ConfigError(f"ndim must be 2 or 3, got {ndim}")
+    return PretrainConfig(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def synthetic_pairs(
+    psf: np.ndarray, settings: PretrainConfig, progress: bool = False
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Synthetic ``(clean, degraded)`` training pairs for ``psf`` (2D or 3D).
+
+    2D images are dead leaves or fluorescence-like, 3D volumes tubes and spots
+    (:func:`siamdecon.simulate.tubes_3d`); some are smoothed, then all are degraded by the paper's
+    protocol (:func:`siamdecon.simulate.degrade`) with noise levels drawn from the settings' ranges.
+    """
+    ndim = np.ndim(psf)
+    if ndim not in (2, 3):
+        raise ValueError(f"the PSF must be 2D or 3D, got {ndim}D")
+    from scipy import ndimage
+
+    rng = np.random.default_rng(settings.seed)
+    pairs = []
+    for _ in tqdm(range(settings.images), desc="synthetic images", disable=not progress, leave=False):
+        if ndim == 3:
+            clean = tubes_3d((settings.depth, settings.image_size, settings.image_size), rng)
+        elif rng.random() < settings.fluorescence_fraction:
+            clean = fluorescence_2d(settings.image_size, rng)
+        else:
+            clean = dead_leaves(settings.image_size, rng)
+        if rng.random() < settings.blur_probability:
+            # Natural and microscope images are rarely sharp to the pixel.
+            clean = ndimage.gaussian_filter(clean, rng.uniform(0.3, 1.0))
+            clean = (clean - clean.min()) / max(float(np.ptp(clean)), 1e-6)
+        noisy = degrade(
+            clean,
+            psf,
+            poisson=rng.uniform(*settings.poisson),
+            gaussian=rng.uniform(*settings.gaussian),
+            salt_pepper=settings.salt_pepper if rng.random() < 0.5 else 0.0,
+            seed=int(rng.integers(2**31)),
+        )
+        pairs.append((clean.astype(np.float32), noisy))
+    return pairs
+
+
+def _cosine(step: int, total: int, warm: float = 0.05) -> float:
+    frac = step / max(total, 1)
+    if frac < warm:
+        return 0.1 + 0.9 * frac / warm
+    return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * (frac - warm) / (1 - warm)))
+
+
+def pretrain(
+    psf: np.ndarray,
+    config: Config,
+    settings: PretrainConfig | None = None,
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+    allow_interrupt: bool = True,
+) -> Prior:
+    """Train ``config``'s network, supervised, to deconvolve synthetic images blurred by ``psf``.
+
+    Parameters
+    ----------
+    psf : np.ndarray
+        Normalized 2D or 3D PSF.
+    config : Config
+        Gives the network shape, the start estimate and the loss border.
+    settings : PretrainConfig, optional
+        Data and optimization; default :func:`default_pretrain_config` for the PSF's dimensionality.
+    device : str
+        Where to train.
+    progress : bool
+        Show progress bars.
+    allow_interrupt : bool
+        Ctrl-C stops early and returns the weights so far (``info["interrupted"]``).
+
+    Returns
+    -------
+    Prior
+        The pretrained weights with their PSF and settings.
+    """
+    from .data import Normalization
+    from .training import build_network, resolve_device
+
+    ndim = np.ndim(psf)
+    if config.ndim != ndim:
+        raise ConfigError(f"the PSF is {ndim}D but the config is for {config.ndim}D")
+    settings = settings or default_pretrain_config(ndim)
+    psf = np.asarray(psf, dtype=np.float32)
+    dev = resolve_device(device)
+    torch.manual_seed(settings.seed)
+    pairs = synthetic_pairs(psf, settings, progress)
+    stats = [(float(n.mean()), float(n.std())) for _, n in pairs]
+    net = build_network(config, psf, Normalization(0.0, 1.0, 0.0, 1.0))
+    net = prefer_channels_last(net.to(dev), dev)
+    opt = torch.optim.Adam(net.unet.parameters(), lr=settings.lr)
+    rng = np.random.default_rng(settings.seed + 1)
+    augment = psf_is_dihedral(psf)
+    spatial = pairs[0][0].shape
+    patch = tuple(min(settings.patch_size, n) for n in spatial)
+    border = min(config.training.loss_border, (min(patch) - 1) // 2)
+    inner = (..., *(slice(border, p - border) for p in patch))
+    start_time = time.perf_counter()
+    losses: list[float] = []
+    interrupted = False
+    bar = tqdm(total=settings.steps, desc="pretraining", disable=not progress, dynamic_ncols=True)
+    net.train()
+    try:
+        for step in range(settings.steps):
+            for group in opt.param_groups:
+                group["lr"] = settings.lr * _cosine(step, settings.steps)
+            raws, cleans, means, stds = [], [], [], []
+            for _ in range(settings.batch_size):
+                k = int(rng.integers(len(pairs)))
+                window = tuple(
+                    slice(a, a + p) for a, p in ((int(rng.integers(0, n - p + 1)), p) for n, p in zip(spatial, patch))
+                )
+                clean, noisy = (a[window] for a in pairs[k])
+                if augment:  # rotations and flips in the (y, x) plane, which the PSF allows
+                    r = int(rng.integers(4))
+                    clean, noisy = np.rot90(clean, r, axes=(-2, -1)), np.rot90(noisy, r, axes=(-2, -1))
+                    if rng.integers(2):
+                        clean, noisy = clean[..., ::-1], noisy[..., ::-1]
+                raws.append(np.ascontiguousarray(noisy))
+                cleans.append(np.ascontiguousarray(clean))
+                means.append(stats[k][0])
+                stds.append(stats[k][1])
+            mean = torch.tensor(means, device=dev).view(-1, *[1] * (ndim + 1))
+            std = torch.tensor(stds, device=dev).view(-1, *[1] * (ndim + 1))
+            # Standardized by each whole image's statistics, as the network sees an image at use.
+            x = (torch.from_numpy(np.stack(raws))[:, None].to(dev) - mean) / std
+            target = (torch.from_numpy(np.stack(cleans))[:, None].to(dev) - mean) / std
+            loss = ((net(x, mean, std) - target)[inner] ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            if not math.isfinite(losses[-1]):
+                raise FloatingPointError(f"the pretraining loss became {losses[-1]} at step {step + 1}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}", refresh=False)
+    except KeyboardInterrupt:
+        if not allow_interrupt:
+            raise
+        interrupted = True
+    finally:
+        bar.close()
+    info = {
+        "steps": len(losses),
+        "seconds": time.perf_counter() - start_time,
+        "initial_loss": float(np.mean(losses[:10])) if losses else float("nan"),
+        "final_loss": float(np.mean(losses[-100:])) if losses else float("nan"),
+        "interrupted": int(interrupted),
+        "siamdecon_version": __version__,
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in net.unet.state_dict().items()}
+    return Prior(state, config.network, config.training.start, config.training.start_iterations, psf, settings, info)
+
+
+def shipped_priors() -> list[Path]:
+    """The prior files that ship inside the package."""
+    folder = resources.files("siamdecon") / "priors"
+    if not folder.is_dir():
+        return []
+    return sorted(Path(str(f)) for f in folder.iterdir() if f.name.endswith(".pt"))
+
+
+def resolve_prior(choice: str, psf: np.ndarray, config: Config) -> Prior | None:
+    """The prior ``config`` asks for, checked against the PSF and the network.
+
+    Parameters
+    ----------
+    choice : str
+        ``"none"``; ``"auto"`` (a shipped prior made for this PSF and network, else none); or a
+        path to a prior file (which must fit, or an error says why).
+    psf : np.ndarray
+        The normalized PSF of the image.
+    config : Config
+        The run's config.
+    """
+    if choice == "none":
+        return None
+    if choice == "auto":
+        for path in shipped_priors():
+            prior = Prior.load(path)
+            if prior.matches_psf(psf) and prior.incompatibility(config) is None:
+                return prior
+        return None
+    prior = Prior.load(choice)
+    reason = prior.incompatibility(config)
+    if reason is not None:
+        raise ConfigError(f"prior '{choice}' cannot start this network: {reason}")
+    if not prior.matches_psf(psf):
+        raise ConfigError(
+            f"prior '{choice}' was pretrained for another PSF (shape {prior.psf.shape}); pretrain one for this"
+            " PSF with `siamdecon pretrain`"
+        )
+    return prior

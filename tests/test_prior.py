@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from siamdecon import Deconvolver, degrade, evaluate, make_config, richardson_lucy_series
+from siamdecon.cli import app
+from siamdecon.data import Normalization
+from siamdecon.errors import ConfigError, InputError
+from siamdecon.io import write_image
+from siamdecon.prior import PretrainConfig, Prior, pretrain, resolve_prior, shipped_priors, synthetic_pairs
+from siamdecon.simulate import dead_leaves, fluorescence_2d, rescale01, tubes_3d
+from siamdecon.training import build_network
+
+runner = CliRunner()
+
+
+def _tiny_config(**kw):
+    return make_config("fast", ndim=2, width=8, **kw)
+
+
+def _tiny_settings(**kw):
+    base = dict(images=3, image_size=48, patch_size=32, batch_size=4, steps=40, lr=3e-3)
+    base.update(kw)
+    return PretrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_prior():
+    from pathlib import Path
+
+    psf = np.load(Path(__file__).parent / "data" / "paper_psf_2d.npy")
+    return pretrain(psf, _tiny_config(), _tiny_settings(), progress=False)
+
+
+@pytest.mark.parametrize("make", [dead_leaves, fluorescence_2d])
+def test_synthetic_images_are_seeded_and_scaled_to_unit_range(make):
+    a, b, c = make(64, 3), make(64, 3), make(64, 4)
+    assert a.shape == (64, 64) and a.dtype == np.float32
+    assert a.min() == 0.0 and a.max() == 1.0
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_synthetic_pairs_degrade_each_image_with_the_psf(psf2d):
+    pairs = synthetic_pairs(psf2d, _tiny_settings(images=2))
+    assert len(pairs) == 2
+    for clean, noisy in pairs:
+        assert clean.shape == noisy.shape == (48, 48)
+        assert 0.0 <= clean.min() and clean.max() <= 1.0
+        assert not np.allclose(clean, noisy)
+
+
+def test_synthetic_volumes_for_a_3d_psf(psf3d):
+    ((clean, noisy),) = synthetic_pairs(psf3d, _tiny_settings(images=1, image_size=24, depth=18))
+    assert clean.shape == noisy.shape == (18, 24, 24)
+    a, b = tubes_3d((16, 24, 24), 5), tubes_3d((16, 24, 24), 5)
+    assert np.array_equal(a, b) and a.min() == 0.0 and a.max() == 1.0
+
+
+def test_pretraining_runs_in_3d(psf3d):
+    cfg = make_config("fast", ndim=3)
+    settings = _tiny_settings(images=1, image_size=24, depth=18, patch_size=24, batch_size=1, steps=2)
+    prior = pretrain(psf3d, cfg, settings, progress=False)
+    assert prior.info["steps"] == 2 and prior.psf.ndim == 3
+    assert prior.incompatibility(cfg) is None
+    assert prior.incompatibility(make_config("fast", ndim=2)) is not None
+
+
+def test_per_sample_statistics_match_one_sample_at_a_time(psf2d, rng):
+    cfg = _tiny_config()
+    raws = [rng.random((1, 1, 32, 32)).astype(np.float32) * s + m for m, s in ((0.2, 1.0), (5.0, 3.0))]
+    stats = [(float(r.mean()), float(r.std())) for r in raws]
+    net = build_network(cfg, psf2d, Normalization(0.0, 1.0, 0.0, 1.0)).eval()
+    torch.nn.init.normal_(net.unet.head[-1].weight, std=0.1)  # not the identity, so the U-Net matters
+    x = torch.cat([torch.from_numpy((r - m) / s) for r, (m, s) in zip(raws, stats)])
+    mean = torch.tensor([m for m, _ in stats]).view(-1, 1, 1, 1)
+    std = torch.tensor([s for _, s in stats]).view(-1, 1, 1, 1)
+    with torch.no_grad():
+        batched = net(x, mean, std)
+        for i, (m, s) in enumerate(stats):
+            one = build_network(cfg, psf2d, Normalization(m, s, 0.0, 1.0)).eval()
+            one.load_state_dict(net.state_dict())
+            assert torch.allclose(batched[i : i + 1], one(x[i : i + 1]), atol=1e-5)
+
+
+def test_pretraining_lowers_the_supervised_loss(tiny_prior):
+    assert tiny_prior.info["steps"] == 40
+    assert tiny_prior.info["final_loss"] < tiny_prior.info["initial_loss"]
+
+
+def test_prior_file_round_trip(tiny_prior, tmp_path, psf2d):
+    path = tiny_prior.save(tmp_path / "p.pt")
+    loaded = Prior.load(path)
+    assert loaded.network == tiny_prior.network
+    assert loaded.settings == tiny_prior.settings
+    assert (loaded.start, loaded.start_iterations) == (tiny_prior.start, tiny_prior.start_iterations)
+    assert np.array_equal(loaded.psf, tiny_prior.psf)
+    assert all(torch.equal(loaded.state_dict[k], v) for k, v in tiny_prior.state_dict.items())
+    assert loaded.matches_psf(psf2d) and loaded.name == "p.pt"
+
+
+def test_prior_load_errors_name_the_file(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        Prior.load(tmp_path / "missing.pt")
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="other.pt.*not a siamdecon prior"):
+        Prior.load(tmp_path / "other.pt")
+
+
+def test_a_prior_is_refused_for_another_psf_or_network(tiny_prior, tmp_path, psf2d):
+    path = str(tiny_prior.save(tmp_path / "p.pt"))
+    other_psf = np.zeros_like(psf2d)
+    other_psf[8, 8] = 1.0
+    with pytest.raises(ConfigError, match="another PSF.*siamdecon pretrain"):
+        resolve_prior(path, other_psf, _tiny_config())
+    with pytest.raises(ConfigError, match="network"):
+        resolve_prior(path, psf2d, make_config("fast", ndim=2, width=16))
+    with pytest.raises(ConfigError, match="start"):
+        resolve_prior(path, psf2d, _tiny_config(start_iterations=3))
+    assert resolve_prior("none", psf2d, _tiny_config()) is None
+    # "auto" never fails: without a fitting shipped prior, training starts from scratch.
+    assert resolve_prior("auto", other_psf, make_config("fast", ndim=2)) is None
+
+
+def test_training_from_a_prior_loads_it_and_fine_tunes(tiny_prior, tmp_path, psf2d, rng):
+    path = str(tiny_prior.save(tmp_path / "p.pt"))
+    image = degrade(rescale01(rng.random((48, 48))), psf2d, seed=1)
+    cfg = _tiny_config(prior={"source": path, "fine_tune_steps": 0})
+    model = Deconvolver.fit(image, psf2d, cfg, progress=False)
+    assert model.prior == "p.pt" and model.history == []
+    assert all(torch.equal(model.network.unet.state_dict()[k], v) for k, v in tiny_prior.state_dict.items())
+    cfg = _tiny_config(steps=50, prior={"source": path, "fine_tune_steps": 3})
+    model = Deconvolver.fit(image, psf2d, cfg, progress=False)
+    assert len(model.history) == 3  # the fine-tuning steps, not training.steps
+    assert model.config.prior.fine_tune_loss == "blind-spot"
+    model.save(tmp_path / "m.pt")
+    assert Deconvolver.load(tmp_path / "m.pt").prior == "p.pt"
+
+
+def test_presets_choose_their_prior():
+    assert make_config("fast", ndim=2).prior.source == "auto"
+    assert make_config("paper", ndim=2).prior.source == "none"
+    assert make_config("fast", ndim=2, fine_tune_steps=7).prior.fine_tune_steps == 7
+
+
+def test_the_shipped_prior_fits_the_paper_psf_and_beats_lucy_richardson(psf2d):
+    # The fast preset's default start for the paper's 2D PSF, without any fine-tuning, on an image
+    # it never saw (pretraining uses synthetic images only).
+    assert shipped_priors(), "the package ships no prior"
+    cfg = make_config("fast", ndim=2, fine_tune_steps=0)
+    prior = resolve_prior("auto", psf2d, cfg)
+    assert prior is not None and prior.matches_psf(psf2d)
+    from skimage import data
+
+    clean = rescale01(data.camera()[150:406, 150:406])
+    noisy = degrade(clean, psf2d, seed=3)
+    model = Deconvolver.fit(noisy, psf2d, cfg, progress=False)
+    assert model.prior == prior.name
+    best_lr = max(evaluate(v, clean)["psnr"] for v in richardson_lucy_series(noisy, psf2d, (1, 2, 3, 5)).values())
+    assert evaluate(model.predict(noisy), clean)["psnr"] > best_lr + 0.5
+
+
+def test_cli_pretrain_then_deconvolve_with_the_prior(tmp_path, psf2d):
+    np.save(tmp_path / "psf.npy", psf2d)
+    pretrain_args = ["pretrain", "--psf", str(tmp_path / "psf.npy"), "-o", str(tmp_path / "p.pt")]
+    res = runner.invoke(app, [*pretrain_args, "--steps", "2", "--images", "2"])
+    assert res.exit_code == 0, res.output
+    assert Prior.load(tmp_path / "p.pt").info["steps"] == 2
+    from skimage import data
+
+    write_image(tmp_path / "img.tif", rescale01(data.camera()[100:196, 100:196]))
+    args = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "-o", str(tmp_path / "o.tif")]
+    res = runner.invoke(app, [*args, "--prior", str(tmp_path / "p.pt"), "--steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert "starting from prior 'p.pt'" in res.output and "fine-tuning 2 steps" in res.output
+    res = runner.invoke(app, [*args, "--prior", str(tmp_path / "nope.pt")])
+    assert res.exit_code == 2 and "nope.pt" in res.output and "does not exist" in res.output
