@@ -40,7 +40,10 @@ VARIANTS = {
     "default": {},
     "prior-eq4-fine-tune": {"prior": {"fine_tune_loss": "siamese-deconvolved"}},
     "prior-eq4-fine-tune-lr1e-4": {"prior": {"fine_tune_loss": "siamese-deconvolved", "fine_tune_lr": 1e-4}},
+    "prior-blind-spot-200": {"prior": {"fine_tune_steps": 200}},
     "prior-blind-spot-400": {"prior": {"fine_tune_steps": 400}},
+    "prior-blind-spot-800": {"prior": {"fine_tune_steps": 800}},
+    "prior-only": {"prior": {"fine_tune_steps": 0}},
 }
 
 

@@ -178,3 +178,27 @@ def test_cli_pretrain_then_deconvolve_with_the_prior(tmp_path, psf2d):
     assert "starting from prior 'p.pt'" in res.output and "fine-tuning 2 steps" in res.output
     res = runner.invoke(app, [*args, "--prior", str(tmp_path / "nope.pt")])
     assert res.exit_code == 2 and "nope.pt" in res.output and "does not exist" in res.output
+
+
+def test_cli_says_when_no_shipped_prior_fits_the_psf(tmp_path):
+    from skimage import data
+
+    yy, xx = np.mgrid[-4:5, -4:5]
+    gaussian = np.exp(-(yy**2 + xx**2) / 4.0).astype(np.float32)
+    np.save(tmp_path / "g.npy", gaussian / gaussian.sum())
+    write_image(tmp_path / "img.tif", rescale01(data.camera()[100:164, 100:164]))
+    args = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "g.npy"), "-o", str(tmp_path / "o.tif")]
+    res = runner.invoke(app, [*args, "--steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert "no shipped prior for this PSF" in res.output and "siamdecon pretrain" in res.output
+
+
+def test_the_shipped_3d_prior_fits_the_paper_psf_and_is_used_without_fine_tuning(psf3d, rng):
+    cfg = make_config("fast", ndim=3)
+    prior = resolve_prior("auto", psf3d, cfg)
+    assert prior is not None and prior.psf.ndim == 3
+    assert cfg.prior.fine_tune_steps == 0
+    volume = degrade(rescale01(rng.random((20, 40, 40))), psf3d, seed=2)
+    model = Deconvolver.fit(volume, psf3d, cfg, progress=False)
+    assert model.prior == prior.name and model.history == []
+    assert model.predict(volume).shape == volume.shape

@@ -170,7 +170,7 @@ def _train(img, kernel, cfg, quiet: bool):
             )
         else:
             what = f"{cfg.loss} loss, {cfg.training.steps} steps"
-            if cfg.prior.source == "auto" and img.ndim == 2:
+            if cfg.prior.source == "auto":
                 what += "; no shipped prior for this PSF ('siamdecon pretrain' makes one)"
         typer.echo(
             f"training on {img.path} {img.data.shape} ({cfg.preset} preset, {what});"
