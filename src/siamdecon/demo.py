@@ -71,8 +71,8 @@ def run_demo(out: Path, steps: int | None = None, seed: int = 0, size: int = 512
     model = Deconvolver.fit(noisy, psf, cfg, progress=progress)
     result = model.predict(noisy)
     seconds = time.perf_counter() - t0
-    how = f"prior + {cfg.prior.fine_tune_loss} fine-tuning" if model.prior else cfg.loss
-    rows.append({"method": f"siamdecon ({how}, fast)", **evaluate(result, clean), "seconds": seconds})
+    how = "prior + fine-tuning" if model.prior else cfg.loss
+    rows.append({"method": f"siamdecon ({how})", **evaluate(result, clean), "seconds": seconds})
     write_image(out / "clean.tif", clean)
     write_image(out / "noisy.tif", noisy)
     write_image(out / "lucy_richardson.tif", series[best])
