@@ -28,6 +28,8 @@ __all__ = [
     "read_array",
     "write_image",
     "atomic_path",
+    "read_torch_file",
+    "write_torch_file",
     "check_output_path",
     "check_writable",
     "READ_SUFFIXES",
@@ -417,3 +419,42 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 def safe_stem(name: str) -> str:
     """A file-name-safe version of ``name`` (used for report files)."""
     return _SAFE.sub("_", name).strip("_") or "image"
+
+
+def read_torch_file(path: str | os.PathLike[str], fmt: str, version: int, what: str, map_location: str = "cpu") -> dict:
+    """Load a siamdecon file saved with ``torch.save`` (a dict with ``format``/``format_version``).
+
+    Only tensors and plain types are unpickled (``weights_only``). Raises :class:`InputError`
+    naming the file when it is missing, unreadable, of another kind (``what``: "model", "prior")
+    or written by a newer format version.
+    """
+    import torch
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} file '{p}' does not exist")
+    try:
+        state = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise InputError(f"'{p}' is not a readable siamdecon {what} file: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise InputError(f"'{p}' is not a siamdecon {what} file (no '{fmt}' header)")
+    if state.get("format_version", 0) > version:
+        raise InputError(
+            f"{what} '{p}' was written by a newer siamdecon (format {state['format_version']});"
+            " upgrade siamdecon to read it"
+        )
+    return state
+
+
+def write_torch_file(path: str | os.PathLike[str], fmt: str, version: int, payload: dict) -> Path:
+    """Save ``payload`` with ``torch.save`` atomically, under a ``format``/``format_version`` header
+    that :func:`read_torch_file` checks."""
+    import torch
+
+    from . import __version__
+
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        torch.save({"format": fmt, "format_version": version, "siamdecon_version": __version__, **payload}, tmp)
+    return p

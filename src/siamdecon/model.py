@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
 from .config import Config, make_config
 from .data import Normalization, psf_is_dihedral
 from .errors import ConfigError, InputError
 from .inference import predict_tiled, with_augmentation
-from .io import atomic_path
+from .io import read_torch_file, write_torch_file
 from .network import prefer_channels_last
 from .psf import check_psf_fits, normalize_psf, validate_psf
 from .training import TrainResult, build_network, resolve_device, train
@@ -189,9 +188,6 @@ class Deconvolver:
         """Write weights, config, PSF and normalization to one file (atomically)."""
         p = Path(path)
         state = {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "siamdecon_version": __version__,
             "config": self.config.model_dump_json(),
             "psf": torch.from_numpy(self.psf.copy()),
             "normalization": self.normalization.to_dict(),
@@ -201,27 +197,13 @@ class Deconvolver:
             "final_loss": float(self.history[-1]["total"]) if self.history else float("nan"),
             "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        with atomic_path(p) as tmp:
-            torch.save(state, tmp)
-        return p
+        return write_torch_file(p, _FORMAT, _FORMAT_VERSION, state)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str = "cpu") -> Deconvolver:
         """Load a model written by :meth:`save` (onto ``device``; default CPU)."""
         p = Path(path)
-        if not p.exists():
-            raise InputError(f"model file '{p}' does not exist")
-        try:
-            state = torch.load(p, map_location=device, weights_only=True)
-        except Exception as exc:
-            raise InputError(f"'{p}' is not a readable siamdecon model file: {exc}") from exc
-        if not isinstance(state, dict) or state.get("format") != _FORMAT:
-            raise InputError(f"'{p}' is not a siamdecon model file (no '{_FORMAT}' header)")
-        if state.get("format_version", 0) > _FORMAT_VERSION:
-            raise InputError(
-                f"model '{p}' was written by a newer siamdecon (format {state['format_version']});"
-                " upgrade siamdecon to read it"
-            )
+        state = read_torch_file(p, _FORMAT, _FORMAT_VERSION, "model", map_location=device)
         try:
             config = Config.model_validate_json(state["config"])
             norm = Normalization(**state["normalization"])

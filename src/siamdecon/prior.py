@@ -14,6 +14,7 @@ makes one for another PSF.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -126,13 +127,10 @@ class Prior:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write to one file (atomically)."""
-        from .io import atomic_path
+        from .io import write_torch_file
 
         p = Path(path)
         state = {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "siamdecon_version": __version__,
             "network": self.network.model_dump_json(),
             "start": self.start,
             "start_iterations": self.start_iterations,
@@ -141,24 +139,15 @@ class Prior:
             "info": {k: v for k, v in self.info.items() if isinstance(v, (int, float, str))},
             "state_dict": {k: v.detach().cpu().contiguous() for k, v in self.state_dict.items()},
         }
-        with atomic_path(p) as tmp:
-            torch.save(state, tmp)
-        return p
+        return write_torch_file(p, _FORMAT, _FORMAT_VERSION, state)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Prior:
         """Read a file written by :meth:`save`."""
+        from .io import read_torch_file
+
         p = Path(path)
-        if not p.exists():
-            raise InputError(f"prior file '{p}' does not exist")
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise InputError(f"'{p}' is not a readable siamdecon prior file: {exc}") from exc
-        if not isinstance(state, dict) or state.get("format") != _FORMAT:
-            raise InputError(f"'{p}' is not a siamdecon prior file (no '{_FORMAT}' header)")
-        if state.get("format_version", 0) > _FORMAT_VERSION:
-            raise InputError(f"prior '{p}' was written by a newer siamdecon; upgrade siamdecon to read it")
+        state = read_torch_file(p, _FORMAT, _FORMAT_VERSION, "prior")
         try:
             return cls(
                 state_dict=state["state_dict"],
@@ -349,6 +338,13 @@ def shipped_priors() -> list[Path]:
     return sorted(Path(str(f)) for f in folder.iterdir() if f.name.endswith(".pt"))
 
 
+@functools.lru_cache(maxsize=8)
+def _load_shipped(path: Path) -> Prior:
+    # Package files do not change while running; "auto" is resolved by the CLI and again by
+    # training, for every image of a batch or benchmark.
+    return Prior.load(path)
+
+
 def resolve_prior(choice: str, psf: np.ndarray, config: Config) -> Prior | None:
     """The prior ``config`` asks for, checked against the PSF and the network.
 
@@ -366,7 +362,7 @@ def resolve_prior(choice: str, psf: np.ndarray, config: Config) -> Prior | None:
         return None
     if choice == "auto":
         for path in shipped_priors():
-            prior = Prior.load(path)
+            prior = _load_shipped(path)
             if prior.matches_psf(psf) and prior.incompatibility(config) is None:
                 return prior
         return None
