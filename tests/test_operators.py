@@ -122,18 +122,23 @@ def test_auto_prefers_fft_for_large_kernels_and_direct_for_tiny(psf2d):
 
 
 def test_fast_fft_size():
-    assert fast_fft_size(1) == 1
+    assert fast_fft_size(1) == 4
     assert fast_fft_size(97) == 100
     assert fast_fft_size(128) == 128
-    assert fast_fft_size(129) == 135
-    for n in range(1, 300):
+    assert fast_fft_size(129) == 140  # 135 is odd, which MKL transforms slowly
+    assert fast_fft_size(271) == 280  # 7 allowed: smaller than 288
+    for n in range(1, 600):
         m = fast_fft_size(n)
-        assert m >= n
-        r = m
-        for p in (2, 3, 5):
-            while r % p == 0:
-                r //= p
-        assert r == 1
+        assert m >= n and m % 4 == 0
+        assert _smooth7(m)
+        assert not any(c % 4 == 0 and _smooth7(c) for c in range(n, m))  # the smallest such size
+
+
+def _smooth7(c: int) -> bool:
+    for p in (2, 3, 5, 7):
+        while c % p == 0:
+            c //= p
+    return c == 1
 
 
 def test_rejects_even_psf_and_wrong_input_rank():
