@@ -1,7 +1,7 @@
 """3D quality per CPU-minute on a filament phantom (issue #4, target 2).
 
     python benchmarks/quality_3d.py [--shape 64,256,256] [--steps 600] [--every 100] [--loss ...]
-                                    [--prior auto|none|FILE] [--fine-tune-loss ...]
+                                    [--prior auto|none|FILE] [--fine-tune-loss ...] [--tta]
 
 Builds the benchmark's 3D case (filament phantom, paper 3D PSF, paper noise, no salt-and-pepper),
 reports the input and the best Lucy-Richardson (1, 2, 3, 5, 10, 20 iterations), then trains the
@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--n-filaments", type=int)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prior", help="auto, none or a prior file (default: the preset's)")
+    ap.add_argument("--tta", action="store_true", help="average predictions over the 8 rotations/flips in xy")
     ap.add_argument("--fine-tune-loss", help="loss of the fine-tuning from a prior (default: the preset's)")
     args = ap.parse_args()
     shape = tuple(int(s) for s in args.shape.split(","))
@@ -47,7 +48,12 @@ def main() -> None:
     if args.steps is not None:
         prior["fine_tune_steps"] = args.steps
     cfg = make_config(
-        "fast", 3, loss=args.loss, training={"steps": args.steps} if args.steps else None, prior=prior or None
+        "fast",
+        3,
+        loss=args.loss,
+        training={"steps": args.steps} if args.steps else None,
+        prior=prior or None,
+        tta=True if args.tta else None,
     )
     from siamdecon.prior import resolve_prior
 
@@ -56,7 +62,12 @@ def main() -> None:
         zero = cfg.model_copy(update={"prior": cfg.prior.model_copy(update={"fine_tune_steps": 0})})
         start = Deconvolver.fit(case.noisy, case.psf, zero, progress=False)
         m = evaluate(start.predict(case.noisy), case.clean)
-        report["prior_only"] = {"prior": start.prior, **m, "fit_predict_seconds": time.perf_counter() - t0}
+        report["prior_only"] = {
+            "prior": start.prior,
+            "tta": cfg.inference.tta,
+            **m,
+            "fit_predict_seconds": time.perf_counter() - t0,
+        }
         print(json.dumps(report["prior_only"]), flush=True)
     norm = standardize(case.noisy)[1]
     curve: list[dict] = []

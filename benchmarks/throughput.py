@@ -69,6 +69,8 @@ def main() -> None:
         from siamdecon.prior import default_pretrain_config
 
         batch = default_pretrain_config(args.ndim).batch_size
+    elif args.step == "fine-tune":
+        batch = cfg.prior.fine_tune_batch_size or batch
     if args.batch_size:
         batch = args.batch_size
     shape = (batch, 1) + (min(t.patch_size, 64 if args.ndim == 3 else 256),) * args.ndim

@@ -140,6 +140,26 @@ def test_training_from_a_prior_loads_it_and_fine_tunes(tiny_prior, tmp_path, psf
     assert Deconvolver.load(tmp_path / "m.pt").prior == "p.pt"
 
 
+def test_fine_tuning_draws_its_own_batch_size(tiny_prior, tmp_path, psf2d, rng, monkeypatch):
+    import siamdecon.training as training
+
+    sizes = []
+
+    class Recording(training.PatchSampler):
+        def __init__(self, image, patch, batch, *args, **kwargs):
+            sizes.append(batch)
+            super().__init__(image, patch, batch, *args, **kwargs)
+
+    monkeypatch.setattr(training, "PatchSampler", Recording)
+    path = str(tiny_prior.save(tmp_path / "p.pt"))
+    image = degrade(rescale01(rng.random((48, 48))), psf2d, seed=1)
+    prior = {"source": path, "fine_tune_steps": 1, "fine_tune_batch_size": 3}
+    Deconvolver.fit(image, psf2d, _tiny_config(training={"batch_size": 2}, prior=prior), progress=False)
+    # From scratch the same config draws training.batch_size.
+    Deconvolver.fit(image, psf2d, _tiny_config(steps=1, training={"batch_size": 2}), progress=False)
+    assert sizes == [3, 2]
+
+
 def test_presets_choose_their_prior():
     assert make_config("fast", ndim=2).prior.source == "auto"
     assert make_config("paper", ndim=2).prior.source == "none"

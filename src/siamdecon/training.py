@@ -181,15 +181,17 @@ def train(
             stacklevel=2,
         )
         augment = False
-    sampler = PatchSampler(standardized[None], t.patch_size, t.batch_size, augment, seed=t.seed)
     net = build_network(config, psf, norm)
     prior = resolve_prior(config.prior.source, psf, config)
+    batch_size = t.batch_size
     if prior is not None:
         net.unet.load_state_dict(prior.state_dict)
         steps, lr = config.prior.fine_tune_steps, config.prior.fine_tune_lr
         weights = loss_preset(config.prior.fine_tune_loss, config.boundary_weight)
+        batch_size = config.prior.fine_tune_batch_size or batch_size
     else:
         steps, lr, weights = t.steps, t.lr, config.loss_weights()
+    sampler = PatchSampler(standardized[None], t.patch_size, batch_size, augment, seed=t.seed)
     net = prefer_channels_last(net.to(device), device)
     # Share the start estimate's operator (and its cached PSF transforms) when there is one.
     op = net.op if net.op is not None else PSFConvolution(psf).to(device)
