@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .runtime import keep_freed_memory
+
 __all__ = ["tile_layout", "pyramid_weights", "predict_tiled", "with_augmentation"]
 
 
@@ -119,6 +121,8 @@ def predict_tiled(
     """
     if overlap >= tile_size:
         raise ValueError(f"overlap ({overlap}) must be smaller than the tile size ({tile_size})")
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()
     spatial = tuple(image.shape[1:])
     layouts = [tile_layout(n, tile_size, overlap) for n in spatial]
     tile = tuple(length for length, _ in layouts)

@@ -33,6 +33,7 @@ from .config import Config, NetworkConfig, _Model
 from .data import psf_is_dihedral
 from .errors import ConfigError, InputError
 from .network import prefer_channels_last
+from .runtime import keep_freed_memory
 from .simulate import dead_leaves, degrade, fluorescence_2d, tubes_3d
 
 __all__ = [
@@ -261,6 +262,8 @@ def pretrain(
     settings = settings or default_pretrain_config(ndim)
     psf = np.asarray(psf, dtype=np.float32)
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()
     torch.manual_seed(settings.seed)
     pairs = synthetic_pairs(psf, settings, progress)
     stats = [(float(n.mean()), float(n.std())) for _, n in pairs]

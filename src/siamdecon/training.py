@@ -26,6 +26,7 @@ from .masking import apply_mask, stratified_mask
 from .network import DeconvolutionNetwork, UNet, prefer_channels_last
 from .operators import PSFConvolution
 from .prior import resolve_prior
+from .runtime import keep_freed_memory
 
 __all__ = ["resolve_device", "build_network", "TrainResult", "train"]
 
@@ -168,6 +169,8 @@ def train(
     if t.threads is not None:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     torch.manual_seed(t.seed)
     gen = torch.Generator().manual_seed(t.seed)
     intensity_range = intensity_range or t.intensity_range
