@@ -47,8 +47,7 @@ def test_other_systems_are_left_alone(fresh):
 def test_cpu_training_and_tiled_prediction_ask_for_it(monkeypatch):
     import numpy as np
 
-    from siamdecon import Deconvolver, make_config
-    from siamdecon import inference, training
+    from siamdecon import Deconvolver, inference, make_config, training
 
     calls: list[str] = []
     monkeypatch.setattr(training, "keep_freed_memory", lambda: calls.append("train"))
