@@ -32,7 +32,7 @@ def _psf(ndim: int, size: int = 31) -> np.ndarray:
 
 
 def _bare_ffts(shape: tuple[int, ...], psf: np.ndarray, iterations: int):
-    fshape = PSFConvolution(psf)._fft_shape(shape)
+    fshape = PSFConvolution(psf).fft_plan(shape, torch.device("cpu"), torch.float32)[0]
     dims = tuple(range(-len(fshape), 0))
     real = torch.rand(1, 1, *fshape)
     spectrum = torch.fft.rfftn(real, dim=dims)

@@ -2,8 +2,8 @@
 
 A training step allocates and frees the same tensors of several megabytes every step. glibc's
 ``malloc`` returns such blocks to the operating system (``munmap``, or trimming the heap), so the
-next step takes them back page by page: measured 16,000-18,000 page faults per step of the
-``fast`` 2D fine-tuning (batch 16 of 64^2), about 6 % of its time. Raising the thresholds below
+next step takes them back page by page: measured 13,000-16,000 page faults per step of the
+``fast`` 2D fine-tuning (batch 16 of 64^2), 5-7 % of its time. Raising the thresholds below
 keeps those blocks in the process and removes the faults (``benchmarks/throughput.py --malloc``).
 
 The cost is memory held after a peak: up to :data:`TRIM_THRESHOLD` bytes of freed heap stay
