@@ -203,8 +203,9 @@ def test_cli_pretrain_then_deconvolve_with_the_prior(tmp_path, psf2d):
 def test_cli_says_when_no_shipped_prior_fits_the_psf(tmp_path):
     from skimage import data
 
+    # RMS radius 1.4 px: under half the paper PSF's 3.67, too narrow for a transferred prior.
     yy, xx = np.mgrid[-4:5, -4:5]
-    gaussian = np.exp(-(yy**2 + xx**2) / 4.0).astype(np.float32)
+    gaussian = np.exp(-(yy**2 + xx**2) / 2.0).astype(np.float32)
     np.save(tmp_path / "g.npy", gaussian / gaussian.sum())
     write_image(tmp_path / "img.tif", rescale01(data.camera()[100:164, 100:164]))
     args = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "g.npy"), "-o", str(tmp_path / "o.tif")]
@@ -222,3 +223,53 @@ def test_the_shipped_3d_prior_fits_the_paper_psf_and_is_used_without_fine_tuning
     model = Deconvolver.fit(volume, psf3d, cfg, progress=False)
     assert model.prior == prior.name and model.history == []
     assert model.predict(volume).shape == volume.shape
+
+
+def test_psf_rms_radius_of_a_gaussian():
+    from siamdecon.psf import psf_rms_radius
+
+    yy, xx = np.mgrid[-20:21, -20:21]
+    sigma = 2.5
+    gaussian = np.exp(-(yy**2 + xx**2) / (2 * sigma**2))
+    # sqrt(<y^2> + <x^2>) = sqrt(2) sigma, wherever the kernel sits in its array.
+    assert psf_rms_radius(gaussian) == pytest.approx(np.sqrt(2) * sigma, rel=1e-6)
+    assert psf_rms_radius(np.roll(gaussian, 5, axis=1)[:, 5:]) == pytest.approx(np.sqrt(2) * sigma, rel=1e-3)
+    with pytest.raises(ValueError, match="no positive"):
+        psf_rms_radius(np.zeros((3, 3)))
+
+
+def test_auto_transfers_the_nearest_prior_to_another_psf_when_fine_tuning(psf2d):
+    from siamdecon.prior import TRANSFER_RATIO
+    from siamdecon.psf import generate_psf, psf_rms_radius
+
+    narrower = generate_psf(ndim=2, plane=2)  # RMS radius 2.85 px against 3.67
+    cfg = make_config("fast", ndim=2)
+    assert cfg.prior.transfer and cfg.prior.fine_tune_steps > 0
+    prior = resolve_prior("auto", narrower, cfg)
+    assert prior is not None and not prior.matches_psf(narrower) and prior.matches_psf(psf2d)
+    # Without fine-tuning the prior cannot adapt, and transfer can be switched off.
+    assert resolve_prior("auto", narrower, make_config("fast", ndim=2, fine_tune_steps=0)) is None
+    assert resolve_prior("auto", narrower, make_config("fast", ndim=2, prior={"transfer": False})) is None
+    # Too far in width: no prior (the paper prior's PSF is 3.67 px; these 1.13 and 8.49 px).
+    for half, sigma in ((4, 0.8), (20, 6.0)):
+        yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+        g = np.exp(-(yy**2 + xx**2) / (2 * sigma**2))
+        ratio = psf_rms_radius(g) / psf_rms_radius(psf2d)
+        assert not TRANSFER_RATIO[0] <= ratio <= TRANSFER_RATIO[1]
+        assert resolve_prior("auto", g / g.sum(), cfg) is None
+    # 3D does not transfer (its preset has no fine-tuning).
+    assert make_config("fast", ndim=3).prior.transfer is False
+
+
+def test_cli_says_when_it_transfers_a_prior(tmp_path):
+    from skimage import data
+
+    from siamdecon.psf import generate_psf
+
+    np.save(tmp_path / "psf.npy", generate_psf(ndim=2, plane=2))
+    write_image(tmp_path / "img.tif", rescale01(data.camera()[100:164, 100:164]))
+    args = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "-o", str(tmp_path / "o.tif")]
+    res = runner.invoke(app, [*args, "--steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert "pretrained for another PSF of RMS radius 3.67 px, this one 2.85 px" in res.output
+    assert "fine-tuning 2 steps" in res.output

@@ -145,7 +145,8 @@ _PRIOR = typer.Option(
     "--prior",
     help=(
         "Start from a network pretrained on synthetic images: 'auto' (fast preset default: a shipped prior"
-        " made for this PSF, if there is one), 'none' (train from scratch), or a file from 'siamdecon pretrain'."
+        " made for this PSF, or in 2D one made for a PSF of similar width, fine-tuned to this one), 'none'"
+        " (train from scratch), or a file from 'siamdecon pretrain'."
     ),
 )
 _SEED = typer.Option(None, "--seed", help="Random seed (default 0).")
@@ -158,20 +159,28 @@ _CONFIG = typer.Option(
 def _train(img, kernel, cfg, quiet: bool):
     from .model import Deconvolver
     from .prior import resolve_prior
+    from .psf import psf_rms_radius
 
     # Resolved here as well as in training so that bad prior files fail before anything runs,
     # and so that the user is told which start is used.
     prior = resolve_prior(cfg.prior.source, kernel, cfg)
     if not quiet:
         if prior is not None:
+            if prior.matches_psf(kernel):
+                made_for = "pretrained for this PSF"
+            else:
+                made_for = (
+                    f"pretrained for another PSF of RMS radius {psf_rms_radius(prior.psf):.2f} px, this one"
+                    f" {psf_rms_radius(kernel):.2f} px; fine-tuning adapts it"
+                )
             what = (
-                f"starting from prior '{prior.name}' (pretrained for this PSF), fine-tuning"
+                f"starting from prior '{prior.name}' ({made_for}), fine-tuning"
                 f" {cfg.prior.fine_tune_steps} steps with the {cfg.prior.fine_tune_loss} loss"
             )
         else:
             what = f"{cfg.loss} loss, {cfg.training.steps} steps"
             if cfg.prior.source == "auto":
-                what += "; no shipped prior for this PSF ('siamdecon pretrain' makes one)"
+                what += "; no shipped prior for this PSF or one of similar width ('siamdecon pretrain' makes one)"
         typer.echo(
             f"training on {img.path} {img.data.shape} ({cfg.preset} preset, {what});"
             " Ctrl-C stops training early and keeps the current model",
@@ -203,8 +212,9 @@ def deconvolve(
 ) -> None:
     """Train on IMAGE (self-supervised) and write its deconvolution to OUT.
 
-    With the fast preset and a PSF that a shipped prior was pretrained for, training fine-tunes
-    that prior (seconds); otherwise it trains from scratch (minutes).
+    With the fast preset and a PSF that a shipped prior was pretrained for (or, in 2D, a PSF of
+    similar width), training fine-tunes that prior (seconds); otherwise it trains from scratch
+    (minutes).
     """
     _check_output(out)
     if save_model is not None:

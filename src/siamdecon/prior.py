@@ -7,9 +7,13 @@ supervised, to deconvolve synthetic images (dead leaves and fluorescence-like fi
 image is used, so a prior may be shipped and used on any data taken with that PSF. Training on the
 image itself then fine-tunes it (``training.prior_steps``).
 
-A prior is tied to its PSF and to the network's shape. ``prior: auto`` in a config looks for a
-shipped prior (``siamdecon/priors/*.pt``) whose PSF equals the image's PSF; ``siamdecon pretrain``
-makes one for another PSF.
+A prior is pretrained for one PSF and one network shape. ``prior: auto`` in a config looks for a
+shipped prior (``siamdecon/priors/*.pt``) whose PSF equals the image's PSF; with
+``prior.transfer`` (the 2D ``fast`` preset) and no such prior, it takes the shipped prior whose PSF
+is nearest in width, if the widths are close enough (:data:`TRANSFER_RATIO`), and lets fine-tuning
+adapt it to the image's PSF: on average ahead of training from scratch for every PSF measured in
+that range (``benchmarks/prior_transfer.py``). ``siamdecon pretrain`` makes a prior for the exact
+PSF.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from .config import Config, NetworkConfig, _Model
 from .data import psf_is_dihedral
 from .errors import ConfigError, InputError
 from .network import prefer_channels_last
+from .psf import psf_rms_radius
 from .runtime import keep_freed_memory
 from .simulate import dead_leaves, degrade, fluorescence_2d, tubes_3d
 
@@ -50,6 +55,11 @@ _FORMAT = "siamdecon-prior"
 _FORMAT_VERSION = 1
 # A PSF "equals" a prior's when every tap agrees within this fraction of the peak.
 _PSF_TOLERANCE = 1e-3
+#: RMS radius of the image's PSF over the prior's, within which ``transfer`` may use the prior.
+#: Measured on camera, coins and cell (benchmarks/prior_transfer.py), mean gain of the fine-tuned
+#: transferred prior over training from scratch: +3.14 dB at 0.55x, +2.76 at 0.78x, +0.97 at 1.14x,
+#: +0.49 at 1.38x (one image -0.05), 0.00 at 1.90x (one image -0.62): wider PSFs gain less.
+TRANSFER_RATIO = (0.5, 1.5)
 
 
 class PretrainConfig(_Model):
@@ -354,8 +364,10 @@ def resolve_prior(choice: str, psf: np.ndarray, config: Config) -> Prior | None:
     Parameters
     ----------
     choice : str
-        ``"none"``; ``"auto"`` (a shipped prior made for this PSF and network, else none); or a
-        path to a prior file (which must fit, or an error says why).
+        ``"none"``; ``"auto"`` (a shipped prior made for this PSF and network; else, if
+        ``config.prior.transfer`` and fine-tuning steps are set, the shipped prior whose PSF is
+        nearest in width, when its RMS radius is within :data:`TRANSFER_RATIO` of this PSF's;
+        else none); or a path to a prior file (which must fit, or an error says why).
     psf : np.ndarray
         The normalized PSF of the image.
     config : Config
@@ -364,11 +376,18 @@ def resolve_prior(choice: str, psf: np.ndarray, config: Config) -> Prior | None:
     if choice == "none":
         return None
     if choice == "auto":
-        for path in shipped_priors():
-            prior = _load_shipped(path)
-            if prior.matches_psf(psf) and prior.incompatibility(config) is None:
+        fitting = [p for p in map(_load_shipped, shipped_priors()) if p.incompatibility(config) is None]
+        for prior in fitting:
+            if prior.matches_psf(psf):
                 return prior
-        return None
+        if not (config.prior.transfer and config.prior.fine_tune_steps > 0 and fitting):
+            return None
+        # Another PSF: the prior of nearest width, which fine-tuning then adapts to this PSF.
+        width = psf_rms_radius(psf)
+        if width == 0.0:  # a single bright pixel: nothing to deconvolve, nothing to compare
+            return None
+        ratio, nearest = min(((width / psf_rms_radius(p.psf), p) for p in fitting), key=lambda rp: abs(math.log(rp[0])))
+        return nearest if TRANSFER_RATIO[0] <= ratio <= TRANSFER_RATIO[1] else None
     prior = Prior.load(choice)
     reason = prior.incompatibility(config)
     if reason is not None:
