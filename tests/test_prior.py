@@ -203,7 +203,7 @@ def test_cli_pretrain_then_deconvolve_with_the_prior(tmp_path, psf2d):
 def test_cli_says_when_no_shipped_prior_fits_the_psf(tmp_path):
     from skimage import data
 
-    # RMS radius 1.4 px: under half the paper PSF's 3.67, too narrow for a transferred prior.
+    # RMS width 1 px per axis: under half the paper PSF's 2.60, too narrow for a transferred prior.
     yy, xx = np.mgrid[-4:5, -4:5]
     gaussian = np.exp(-(yy**2 + xx**2) / 2.0).astype(np.float32)
     np.save(tmp_path / "g.npy", gaussian / gaussian.sum())
@@ -238,27 +238,41 @@ def test_psf_rms_radius_of_a_gaussian():
         psf_rms_radius(np.zeros((3, 3)))
 
 
-def test_auto_transfers_the_nearest_prior_to_another_psf_when_fine_tuning(psf2d):
-    from siamdecon.prior import TRANSFER_RATIO
-    from siamdecon.psf import generate_psf, psf_rms_radius
+def test_psf_widths_per_axis():
+    from siamdecon.psf import psf_widths
 
-    narrower = generate_psf(ndim=2, plane=2)  # RMS radius 2.85 px against 3.67
+    yy, xx = np.mgrid[-20:21, -20:21]
+    g = np.exp(-(yy**2) / (2 * 1.5**2) - xx**2 / (2 * 3.0**2))
+    assert psf_widths(g) == pytest.approx((1.5, 3.0), rel=1e-6)
+
+
+def test_auto_transfers_the_nearest_prior_to_a_psf_of_similar_width(psf2d, psf3d):
+    from siamdecon.prior import TRANSFER_RATIO
+    from siamdecon.psf import generate_psf, psf_widths
+
+    narrower = generate_psf(ndim=2, plane=2)  # RMS widths 2.01 px against 2.60 (radius 2.85 against 3.67)
     cfg = make_config("fast", ndim=2)
-    assert cfg.prior.transfer and cfg.prior.fine_tune_steps > 0
+    assert cfg.prior.transfer
     prior = resolve_prior("auto", narrower, cfg)
     assert prior is not None and not prior.matches_psf(narrower) and prior.matches_psf(psf2d)
-    # Without fine-tuning the prior cannot adapt, and transfer can be switched off.
-    assert resolve_prior("auto", narrower, make_config("fast", ndim=2, fine_tune_steps=0)) is None
     assert resolve_prior("auto", narrower, make_config("fast", ndim=2, prior={"transfer": False})) is None
-    # Too far in width: no prior (the paper prior's PSF is 3.67 px; these 1.13 and 8.49 px).
+    # Too far in width: no prior (the paper prior's PSF is 2.60 px per axis; these 0.8 and 6.0 px).
+    low, high = TRANSFER_RATIO[2]
     for half, sigma in ((4, 0.8), (20, 6.0)):
         yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
         g = np.exp(-(yy**2 + xx**2) / (2 * sigma**2))
-        ratio = psf_rms_radius(g) / psf_rms_radius(psf2d)
-        assert not TRANSFER_RATIO[0] <= ratio <= TRANSFER_RATIO[1]
+        assert not low <= psf_widths(g)[0] / psf_widths(psf2d)[0] <= high
         assert resolve_prior("auto", g / g.sum(), cfg) is None
-    # 3D does not transfer (its preset has no fine-tuning).
-    assert make_config("fast", ndim=3).prior.transfer is False
+    # Every axis must be close: a PSF as wide as the paper's across x but 3x longer along y is not.
+    yy, xx = np.mgrid[-15:16, -15:16]
+    w = psf_widths(psf2d)[0]
+    streak = np.exp(-(yy**2) / (2 * (3 * w) ** 2) - xx**2 / (2 * w**2))
+    assert resolve_prior("auto", streak / streak.sum(), cfg) is None
+    # 3D: NA 0.7 instead of 0.8 (lateral widths 0.93x) gets the 3D prior, used as it is.
+    cfg3 = make_config("fast", ndim=3)
+    other3 = generate_psf(ndim=3, na=0.7)
+    prior3 = resolve_prior("auto", other3, cfg3)
+    assert prior3 is not None and prior3.matches_psf(psf3d) and cfg3.prior.fine_tune_steps == 0
 
 
 def test_cli_says_when_it_transfers_a_prior(tmp_path):
@@ -271,5 +285,5 @@ def test_cli_says_when_it_transfers_a_prior(tmp_path):
     args = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "-o", str(tmp_path / "o.tif")]
     res = runner.invoke(app, [*args, "--steps", "2"])
     assert res.exit_code == 0, res.output
-    assert "pretrained for another PSF of RMS radius 3.67 px, this one 2.85 px" in res.output
+    assert "pretrained for another PSF, RMS widths 2.60 x 2.60 px against 2.01 x 2.01 px" in res.output
     assert "fine-tuning 2 steps" in res.output

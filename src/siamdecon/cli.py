@@ -145,7 +145,7 @@ _PRIOR = typer.Option(
     "--prior",
     help=(
         "Start from a network pretrained on synthetic images: 'auto' (fast preset default: a shipped prior"
-        " made for this PSF, or in 2D one made for a PSF of similar width, fine-tuned to this one), 'none'"
+        " made for this PSF, or else one made for a PSF of similar width), 'none'"
         " (train from scratch), or a file from 'siamdecon pretrain'."
     ),
 )
@@ -156,10 +156,15 @@ _CONFIG = typer.Option(
 )
 
 
+def _widths(psf) -> str:
+    from .psf import psf_widths
+
+    return " x ".join(f"{w:.2f}" for w in psf_widths(psf))
+
+
 def _train(img, kernel, cfg, quiet: bool):
     from .model import Deconvolver
     from .prior import resolve_prior
-    from .psf import psf_rms_radius
 
     # Resolved here as well as in training so that bad prior files fail before anything runs,
     # and so that the user is told which start is used.
@@ -170,13 +175,12 @@ def _train(img, kernel, cfg, quiet: bool):
                 made_for = "pretrained for this PSF"
             else:
                 made_for = (
-                    f"pretrained for another PSF of RMS radius {psf_rms_radius(prior.psf):.2f} px, this one"
-                    f" {psf_rms_radius(kernel):.2f} px; fine-tuning adapts it"
+                    f"pretrained for another PSF, RMS widths {_widths(prior.psf)} px against {_widths(kernel)} px"
+                    " for this one"
                 )
-            what = (
-                f"starting from prior '{prior.name}' ({made_for}), fine-tuning"
-                f" {cfg.prior.fine_tune_steps} steps with the {cfg.prior.fine_tune_loss} loss"
-            )
+            steps = cfg.prior.fine_tune_steps
+            how = f"fine-tuning {steps} steps with the {cfg.prior.fine_tune_loss} loss" if steps else "used as it is"
+            what = f"starting from prior '{prior.name}' ({made_for}), {how}"
         else:
             what = f"{cfg.loss} loss, {cfg.training.steps} steps"
             if cfg.prior.source == "auto":
@@ -212,9 +216,8 @@ def deconvolve(
 ) -> None:
     """Train on IMAGE (self-supervised) and write its deconvolution to OUT.
 
-    With the fast preset and a PSF that a shipped prior was pretrained for (or, in 2D, a PSF of
-    similar width), training fine-tunes that prior (seconds); otherwise it trains from scratch
-    (minutes).
+    With the fast preset and a PSF that a shipped prior was pretrained for (or a PSF of similar
+    width), training starts from that prior (seconds); otherwise it trains from scratch (minutes).
     """
     _check_output(out)
     if save_model is not None:

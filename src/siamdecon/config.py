@@ -8,9 +8,9 @@ rejected, and it saves to and loads from YAML or JSON. Presets are small factory
     The CPU default: a small U-Net that starts from a few Lucy-Richardson iterations and learns a
     correction in a few hundred steps (minutes on a laptop CPU). When a shipped prior was
     pretrained for the image's PSF (``prior.source: auto``), it starts from that prior and
-    fine-tunes it for 200 steps of 16 patches in 2D (about 45 s) or uses it as it is in 3D. In
-    2D, another PSF of similar width gets the nearest shipped prior, fine-tuned with its own PSF
-    (``prior.transfer``).
+    fine-tunes it for 200 steps of 16 patches in 2D (about 45 s) or uses it as it is in 3D.
+    Another PSF of similar width gets the nearest shipped prior, with its own PSF in the start
+    estimate and the fine-tuning (``prior.transfer``).
 ``paper``
     Exactly the protocol of Papkov et al. (2023): the 96-/48-wide U-Net, 3,000 (2D) or 15,000 (3D)
     steps, batch 16/4, patches 128^2/64^3, Adam 4e-4 halved every 500/2,000 steps. Meant for a GPU.
@@ -123,9 +123,9 @@ class PriorConfig(_Model):
     transfer: bool = Field(
         False,
         description=(
-            "with 'auto' and fine-tuning steps: when no shipped prior was made for this PSF, start from"
-            " the one made for the PSF of nearest width (RMS radius 0.5-1.5x the prior's) and fine-tune"
-            " it with this PSF"
+            "with 'auto': when no shipped prior was made for this PSF, start from the one made for the"
+            " PSF nearest in width, if its RMS width along every axis is close (0.5-1.5x in 2D, 0.9-1.4x"
+            " in 3D), and use this PSF in the start estimate and the fine-tuning"
         ),
     )
 
@@ -296,10 +296,11 @@ def _fast(ndim: int) -> dict[str, Any]:
         },
         "inference": {"tile_size": 96, "tile_overlap": 16, "context": 16},
         # The shipped 3D prior alone was 2.2 dB above the best LR on the benchmark volume; 50-100
-        # blind-spot fine-tuning steps lost 1.3 dB of that, so a 3D prior is used as it is. Without
-        # fine-tuning a prior cannot adapt to another PSF (in 2D the paper prior alone fell below
-        # Lucy-Richardson for a PSF half as wide), so 3D does not transfer priors.
-        "prior": {"source": "auto", "fine_tune_steps": 0},
+        # blind-spot fine-tuning steps lost 1.3 dB of that, so a 3D prior is used as it is. With
+        # another PSF (NA 0.7, 0.3 um pixels or 0.6 um z steps: lateral widths 0.93x, 1.28x, 1.35x)
+        # the paper prior alone was still 1.7-1.8 dB above training from scratch
+        # (benchmarks/prior_transfer.py).
+        "prior": {"source": "auto", "fine_tune_steps": 0, "transfer": True},
     }
 
 

@@ -9,11 +9,11 @@ image itself then fine-tunes it (``training.prior_steps``).
 
 A prior is pretrained for one PSF and one network shape. ``prior: auto`` in a config looks for a
 shipped prior (``siamdecon/priors/*.pt``) whose PSF equals the image's PSF; with
-``prior.transfer`` (the 2D ``fast`` preset) and no such prior, it takes the shipped prior whose PSF
-is nearest in width, if the widths are close enough (:data:`TRANSFER_RATIO`), and lets fine-tuning
-adapt it to the image's PSF: on average ahead of training from scratch for every PSF measured in
-that range (``benchmarks/prior_transfer.py``). ``siamdecon pretrain`` makes a prior for the exact
-PSF.
+``prior.transfer`` (the ``fast`` preset) and no such prior, it takes the shipped prior whose PSF is
+nearest in width, if the widths are close enough (:data:`TRANSFER_RATIO`); the Lucy-Richardson
+start and (in 2D) the fine-tuning then use the image's own PSF. That was ahead of training from
+scratch, on average, for every PSF measured in that range (``benchmarks/prior_transfer.py``).
+``siamdecon pretrain`` makes a prior for the exact PSF.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .config import Config, NetworkConfig, _Model
 from .data import psf_is_dihedral
 from .errors import ConfigError, InputError
 from .network import prefer_channels_last
-from .psf import psf_rms_radius
+from .psf import psf_widths
 from .runtime import keep_freed_memory
 from .simulate import dead_leaves, degrade, fluorescence_2d, tubes_3d
 
@@ -55,11 +55,13 @@ _FORMAT = "siamdecon-prior"
 _FORMAT_VERSION = 1
 # A PSF "equals" a prior's when every tap agrees within this fraction of the peak.
 _PSF_TOLERANCE = 1e-3
-#: RMS radius of the image's PSF over the prior's, within which ``transfer`` may use the prior.
-#: Measured on camera, coins and cell (benchmarks/prior_transfer.py), mean gain of the fine-tuned
-#: transferred prior over training from scratch: +3.14 dB at 0.55x, +2.76 at 0.78x, +0.97 at 1.14x,
-#: +0.49 at 1.38x (one image -0.05), 0.00 at 1.90x (one image -0.62): wider PSFs gain less.
-TRANSFER_RATIO = (0.5, 1.5)
+#: RMS width of the image's PSF over the prior's, along every axis, within which ``transfer`` may
+#: use the prior. Measured (benchmarks/prior_transfer.py), 2D on camera, coins and cell, mean gain
+#: of the fine-tuned transferred prior over training from scratch: +3.14 dB at 0.55x, +2.76 at 0.78x,
+#: +0.97 at 1.14x, +0.49 at 1.38x (one image -0.05), 0.00 at 1.90x (one image -0.62): wider PSFs
+#: gain less. 3D, the benchmark volume, prior alone (the 3D preset does not fine-tune): +1.7 to
+#: +1.8 dB at lateral widths 0.93x, 1.28x and 1.35x (axial 1.0x), hence a narrower range there.
+TRANSFER_RATIO: dict[int, tuple[float, float]] = {2: (0.5, 1.5), 3: (0.9, 1.4)}
 
 
 class PretrainConfig(_Model):
@@ -365,9 +367,9 @@ def resolve_prior(choice: str, psf: np.ndarray, config: Config) -> Prior | None:
     ----------
     choice : str
         ``"none"``; ``"auto"`` (a shipped prior made for this PSF and network; else, if
-        ``config.prior.transfer`` and fine-tuning steps are set, the shipped prior whose PSF is
-        nearest in width, when its RMS radius is within :data:`TRANSFER_RATIO` of this PSF's;
-        else none); or a path to a prior file (which must fit, or an error says why).
+        ``config.prior.transfer``, the shipped prior whose PSF is nearest in width, when its RMS
+        width along every axis is within :data:`TRANSFER_RATIO` of this PSF's; else none); or a
+        path to a prior file (which must fit, or an error says why).
     psf : np.ndarray
         The normalized PSF of the image.
     config : Config
@@ -380,14 +382,17 @@ def resolve_prior(choice: str, psf: np.ndarray, config: Config) -> Prior | None:
         for prior in fitting:
             if prior.matches_psf(psf):
                 return prior
-        if not (config.prior.transfer and config.prior.fine_tune_steps > 0 and fitting):
+        if not (config.prior.transfer and fitting):
             return None
-        # Another PSF: the prior of nearest width, which fine-tuning then adapts to this PSF.
-        width = psf_rms_radius(psf)
-        if width == 0.0:  # a single bright pixel: nothing to deconvolve, nothing to compare
+        # Another PSF: the prior whose PSF is nearest in width along every axis.
+        widths = psf_widths(psf)
+        if min(widths) == 0.0:  # a single bright line or pixel: nothing to compare
             return None
-        ratio, nearest = min(((width / psf_rms_radius(p.psf), p) for p in fitting), key=lambda rp: abs(math.log(rp[0])))
-        return nearest if TRANSFER_RATIO[0] <= ratio <= TRANSFER_RATIO[1] else None
+        ratios = [[w / max(v, 1e-12) for w, v in zip(widths, psf_widths(p.psf), strict=True)] for p in fitting]
+        worst = [max(abs(math.log(r)) for r in rs) for rs in ratios]
+        i = int(np.argmin(worst))
+        low, high = TRANSFER_RATIO[config.ndim]
+        return fitting[i] if all(low <= r <= high for r in ratios[i]) else None
     prior = Prior.load(choice)
     reason = prior.incompatibility(config)
     if reason is not None:

@@ -75,7 +75,12 @@ def _centre_crop(img: np.ndarray, size: int | None) -> np.ndarray:
     return out
 
 
-def suite_2d(names: tuple[str, ...] | list[str] = IMAGES_2D, crop: int | None = 512, seed: int = 0) -> Iterator[Case]:
+def suite_2d(
+    names: tuple[str, ...] | list[str] = IMAGES_2D,
+    crop: int | None = 512,
+    seed: int = 0,
+    psf: np.ndarray | None = None,
+) -> Iterator[Case]:
     """The 2D suite: each image rescaled to [0, 1], blurred with the paper's 2D PSF, noised.
 
     Parameters
@@ -86,15 +91,21 @@ def suite_2d(names: tuple[str, ...] | list[str] = IMAGES_2D, crop: int | None = 
         Centre crop to at most ``crop`` pixels per axis (``None``: whole images).
     seed : int
         Base seed; each image's noise seed is derived from its name.
+    psf : np.ndarray, optional
+        Another normalized 2D PSF instead of the paper's.
     """
-    psf = generate_psf(ndim=2)
+    psf = generate_psf(ndim=2) if psf is None else psf
     for name in names:
         clean = rescale01(_centre_crop(_load_skimage(name), crop))
         yield Case("2d", name, clean, degrade(clean, psf, seed=image_seed(name, seed)), psf)
 
 
 def suite_3d(
-    shape: tuple[int, int, int] = (64, 128, 128), n_filaments: int | None = None, count: int = 1, seed: int = 0
+    shape: tuple[int, int, int] = (64, 128, 128),
+    n_filaments: int | None = None,
+    count: int = 1,
+    seed: int = 0,
+    psf: np.ndarray | None = None,
 ) -> Iterator[Case]:
     """The 3D suite: microtubule-like filament phantoms blurred with the paper's 3D PSF, noised.
 
@@ -110,8 +121,10 @@ def suite_3d(
         Number of volumes.
     seed : int
         Base seed.
+    psf : np.ndarray, optional
+        Another normalized 3D PSF instead of the paper's.
     """
-    psf = generate_psf(ndim=3)
+    psf = generate_psf(ndim=3) if psf is None else psf
     if n_filaments is None:
         n_filaments = max(4, round(320 * np.prod(shape) / (64 * 256 * 256) * 256 / max(shape)))
     for i in range(count):
