@@ -39,6 +39,11 @@ def test_opt_outs_leave_malloc_alone(fresh, name, value):
     assert runtime.keep_freed_memory() is False
 
 
+def test_other_devices_are_left_alone(fresh):
+    assert runtime.keep_freed_memory("cuda") is False
+    assert runtime._applied is None  # a GPU run does not stop a later CPU run from applying it
+
+
 def test_other_systems_are_left_alone(fresh):
     fresh.setattr(runtime.platform, "libc_ver", lambda: ("", ""))
     assert runtime.keep_freed_memory() is False
@@ -50,11 +55,11 @@ def test_cpu_training_and_tiled_prediction_ask_for_it(monkeypatch):
     from siamdecon import Deconvolver, inference, make_config, training
 
     calls: list[str] = []
-    monkeypatch.setattr(training, "keep_freed_memory", lambda: calls.append("train"))
-    monkeypatch.setattr(inference, "keep_freed_memory", lambda: calls.append("predict"))
+    monkeypatch.setattr(training, "keep_freed_memory", lambda device: calls.append(f"train {device}"))
+    monkeypatch.setattr(inference, "keep_freed_memory", lambda device: calls.append(f"predict {device}"))
     img = np.random.default_rng(0).random((40, 40)).astype(np.float32) + 0.5
     psf = np.ones((3, 3), np.float32) / 9
     cfg = make_config("fast", ndim=2, steps=1, patch_size=32, width=4, tile_size=32, tile_overlap=8, context=4)
     model = Deconvolver.fit(img, psf, cfg, progress=False)
     model.predict(img)
-    assert calls[0] == "train" and "predict" in calls
+    assert calls[0] == "train cpu" and "predict cpu" in calls

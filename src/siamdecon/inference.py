@@ -121,8 +121,7 @@ def predict_tiled(
     """
     if overlap >= tile_size:
         raise ValueError(f"overlap ({overlap}) must be smaller than the tile size ({tile_size})")
-    if torch.device(device).type == "cpu":
-        keep_freed_memory()
+    keep_freed_memory(device)
     spatial = tuple(image.shape[1:])
     layouts = [tile_layout(n, tile_size, overlap) for n in spatial]
     tile = tuple(length for length, _ in layouts)

@@ -274,8 +274,7 @@ def pretrain(
     settings = settings or default_pretrain_config(ndim)
     psf = np.asarray(psf, dtype=np.float32)
     dev = resolve_device(device)
-    if dev.type == "cpu":
-        keep_freed_memory()
+    keep_freed_memory(dev)
     torch.manual_seed(settings.seed)
     pairs = synthetic_pairs(psf, settings, progress)
     stats = [(float(n.mean()), float(n.std())) for _, n in pairs]

@@ -19,6 +19,8 @@ import ctypes.util
 import os
 import platform
 
+import torch
+
 __all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_freed_memory"]
 
 #: Blocks up to this size come from the heap instead of their own ``mmap`` (glibc's maximum).
@@ -32,20 +34,27 @@ _M_MMAP_THRESHOLD = -3
 _applied: bool | None = None
 
 
-def keep_freed_memory() -> bool:
-    """Ask glibc's ``malloc`` to keep freed blocks for reuse (once per process).
+def keep_freed_memory(device: str | torch.device = "cpu") -> bool:
+    """Ask glibc's ``malloc`` to keep freed blocks for reuse (once per process), for CPU work.
 
     Called by :func:`siamdecon.training.train`, :func:`siamdecon.prior.pretrain` and tiled
-    inference on the CPU. It changes the whole process's allocator, which is why it can be
-    switched off with ``SIAMDECON_MALLOC=system``.
+    inference with the device they run on. It changes the whole process's allocator, which is why
+    it can be switched off with ``SIAMDECON_MALLOC=system``.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        Where the caller computes; other devices than the CPU leave ``malloc`` alone.
 
     Returns
     -------
     bool
-        True if the thresholds are (now) set, False if left alone (opted out, explicit ``MALLOC_*``
-        environment settings, not glibc, or ``mallopt`` refused).
+        True if the thresholds are (now) set, False if left alone (another device, opted out,
+        explicit ``MALLOC_*`` environment settings, not glibc, or ``mallopt`` refused).
     """
     global _applied
+    if torch.device(device).type != "cpu":
+        return False
     if _applied is not None:
         return _applied
     _applied = False

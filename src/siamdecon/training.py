@@ -169,8 +169,7 @@ def train(
     if t.threads is not None:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
-    if device.type == "cpu":
-        keep_freed_memory()
+    keep_freed_memory(device)
     torch.manual_seed(t.seed)
     gen = torch.Generator().manual_seed(t.seed)
     intensity_range = intensity_range or t.intensity_range
