@@ -70,3 +70,50 @@ def test_rescale01():
     assert rescale01(np.array([[2.0, 4.0], [3.0, 6.0]])).tolist() == [[0.0, 0.5], [0.25, 1.0]]
     with pytest.raises(ValueError):
         rescale01(np.ones((3, 3)))
+
+
+def test_camera_counts_have_poisson_gaussian_mean_and_variance(psf2d):
+    from siamdecon.simulate import Camera, camera_image
+
+    cam = Camera(photons=200.0, gain=2.0, read_noise=3.0, offset=100.0)
+    level = 0.4  # a flat truth: the blur leaves the interior at the same level
+    counts = camera_image(np.full((300, 300), level, np.float32), psf2d, cam, margin=10, seed=1)
+    assert counts.dtype == np.uint16 and counts.shape == (280, 280)
+    electrons = cam.photons * level
+    values = counts.astype(np.float64)
+    assert values.mean() == pytest.approx(cam.gain * electrons + cam.offset, rel=0.005)
+    # Poisson (gain^2 * electrons) + read noise (gain^2 * sigma^2) + rounding (1/12).
+    expected_var = cam.gain**2 * (electrons + cam.read_noise**2) + 1 / 12
+    assert values.var() == pytest.approx(expected_var, rel=0.03)
+
+
+def test_camera_margin_keeps_the_object_beyond_the_border(psf2d):
+    """A truth larger than the field of view leaves no dark rim: the border sees its neighbours."""
+    from siamdecon.simulate import Camera, camera_image
+
+    cam = Camera(photons=1e4, read_noise=0.0, offset=0.0)
+    flat = np.ones((64, 64), np.float32)
+    inside = camera_image(flat, psf2d, cam, margin=8, seed=0).astype(float)
+    zero_boundary = camera_image(flat, psf2d, cam, margin=0, seed=0).astype(float)
+    assert inside[0].mean() == pytest.approx(1e4, rel=0.02)
+    assert zero_boundary[0].mean() < 0.8e4
+
+
+def test_camera_clips_to_16_bits_and_maps_back_to_truth(psf2d):
+    from siamdecon.simulate import Camera, camera_image, camera_to_truth
+
+    cam = Camera(photons=1e6, gain=1.0, read_noise=0.0, offset=100.0)
+    counts = camera_image(np.ones((32, 32), np.float32), psf2d, cam, margin=8, seed=0)
+    assert counts.max() == 65535
+    assert camera_to_truth(np.array([100.0, 100.0 + 1e6]), cam) == pytest.approx([0.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"photons": 0}, "photons"), ({"gain": -1}, "gain"), ({"offset": -5}, "offset"), ({"bits": 10}, "bits")],
+)
+def test_camera_refuses_bad_settings(kwargs, match):
+    from siamdecon.simulate import Camera
+
+    with pytest.raises(ValueError, match=match):
+        Camera(**kwargs)

@@ -1,14 +1,15 @@
 """Lucy-Richardson deconvolution on the same FFT operator as the networks.
 
-``u <- u * P^T(x / (P u + eps))``, where ``P`` is convolution with the PSF ("same" size, zero
-boundary) and ``P^T`` its transpose. With ``init=0.5`` and ``clip=True`` it reproduces
-``skimage.restoration.richardson_lucy``; the defaults (start from the image mean, no clipping)
-suit raw microscope intensities that are not scaled to [0, 1].
+``u <- u * P^T(x / (P u + b + eps))``, where ``P`` is convolution with the PSF ("same" size, zero
+boundary), ``P^T`` its transpose and ``b`` a constant background (a camera offset, say: without it
+Lucy-Richardson explains the offset as signal and its estimate is ruined). With ``init=0.5``,
+``clip=True`` and no background it reproduces ``skimage.restoration.richardson_lucy``; the defaults
+(start from the image mean, no clipping) suit raw microscope intensities that are not scaled to [0, 1].
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -20,10 +21,12 @@ __all__ = ["richardson_lucy", "richardson_lucy_series"]
 _EPS = 1e-12
 
 
-def _initial(image: torch.Tensor, init: float | str | np.ndarray) -> torch.Tensor:
+def _initial(image: torch.Tensor, init: float | str | np.ndarray, background: float = 0.0) -> torch.Tensor:
     if isinstance(init, str):
         if init == "mean":
-            return torch.full_like(image, float(image.mean()))
+            # The flux left once the background is explained; a floor keeps the start positive.
+            level = float(image.mean()) - background
+            return torch.full_like(image, max(level, 1e-6 * max(abs(float(image.mean())), 1e-12)))
         if init == "image":
             return image.clone()
         raise ValueError(f"init must be 'mean', 'image', a number or an array, got {init!r}")
@@ -42,9 +45,11 @@ def richardson_lucy_series(
     *,
     init: float | str | np.ndarray = "mean",
     clip: bool = False,
+    background: float = 0.0,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     backend: Backend = "auto",
+    on_iteration: Callable[[int, torch.Tensor], None] | None = None,
 ) -> dict[int, np.ndarray]:
     """Run Lucy-Richardson once and keep the estimates after several iteration counts.
 
@@ -60,8 +65,15 @@ def richardson_lucy_series(
         Starting estimate (``0.5`` reproduces scikit-image).
     clip : bool
         Clip the result to [-1, 1] like scikit-image.
+    background : float
+        Constant added to the blurred estimate in the forward model (``P u + b``), in the image's
+        units: a camera offset or a uniform background. It must be non-negative.
     device, dtype, backend
         Where and how to compute.
+    on_iteration : callable, optional
+        Called as ``on_iteration(n, u)`` after every iteration ``n`` with the current estimate
+        (a tensor updated in place afterwards: copy what you keep). Lets a caller score or stop on
+        every iteration without keeping them all.
 
     Returns
     -------
@@ -71,6 +83,9 @@ def richardson_lucy_series(
     wanted = sorted({int(n) for n in iterations})
     if not wanted or wanted[0] < 0:
         raise ValueError(f"iterations must be non-negative integers, got {list(iterations)}")
+    background = float(background)
+    if not np.isfinite(background) or background < 0:
+        raise ValueError(f"background must be a finite non-negative number, got {background}")
     op = psf if isinstance(psf, PSFConvolution) else PSFConvolution(psf, backend=backend)
     op = op.to(device)
     if isinstance(image, torch.Tensor):
@@ -90,24 +105,27 @@ def richardson_lucy_series(
         out[n] = arr[0, 0] if squeeze else arr
 
     with torch.no_grad():
-        u = _initial(x, init)
-        step = _fft_step(op, x) if op.choose_backend(tuple(x.shape[2:])) == "fft" else None
+        u = _initial(x, init, background)
+        shift = background + _EPS
+        step = _fft_step(op, x, shift) if op.choose_backend(tuple(x.shape[2:])) == "fft" else None
         done = 0
         if wanted[0] == 0:
             keep(0, u)
         for n in wanted:
             while done < n:
                 if step is None:
-                    u = u * op.adjoint(x / (op(u) + _EPS))
+                    u = u * op.adjoint(x / (op(u) + shift))
                 else:
                     step(u)
                 done += 1
+                if on_iteration is not None:
+                    on_iteration(done, u)
             if n > 0:
                 keep(n, u)
     return out
 
 
-def _fft_step(op: PSFConvolution, x: torch.Tensor):
+def _fft_step(op: PSFConvolution, x: torch.Tensor, shift: float):
     """One in-place Lucy-Richardson update on cached transforms: four FFTs and no temporaries
     beyond the spectra (the operator's general path allocates and crops at every call)."""
     spatial = tuple(x.shape[2:])
@@ -122,7 +140,7 @@ def _fft_step(op: PSFConvolution, x: torch.Tensor):
     def step(u: torch.Tensor) -> None:
         inner.copy_(u)
         blurred = inverse_fft_cropped(torch.fft.rfftn(buffer, dim=dims).mul_(otf), fshape, spatial)
-        torch.div(x, blurred.add_(_EPS), out=inner)
+        torch.div(x, blurred.add_(shift), out=inner)
         u.mul_(inverse_fft_cropped(torch.fft.rfftn(buffer, dim=dims).mul_(otf_adj), fshape, spatial))
 
     return step
@@ -135,6 +153,7 @@ def richardson_lucy(
     *,
     init: float | str | np.ndarray = "mean",
     clip: bool = False,
+    background: float = 0.0,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     backend: Backend = "auto",
@@ -153,6 +172,8 @@ def richardson_lucy(
         Starting estimate; ``0.5`` (with ``clip=True``) reproduces scikit-image.
     clip : bool
         Clip the result to [-1, 1] like scikit-image.
+    background : float
+        Constant background in the forward model ``P u + b`` (e.g. the camera offset), >= 0.
     device, dtype, backend
         Where and how to compute (float64 for reference comparisons).
 
@@ -169,5 +190,13 @@ def richardson_lucy(
     (32, 32)
     """
     return richardson_lucy_series(
-        image, psf, [iterations], init=init, clip=clip, device=device, dtype=dtype, backend=backend
+        image,
+        psf,
+        [iterations],
+        init=init,
+        clip=clip,
+        background=background,
+        device=device,
+        dtype=dtype,
+        backend=backend,
     )[iterations]

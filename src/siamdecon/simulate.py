@@ -1,19 +1,35 @@
-"""The benchmark degradation of the paper, and synthetic phantoms.
+"""The benchmark degradation of the paper, a camera's noise, and synthetic phantoms.
 
 Protocol (both papers): ground truth in [0, 1]; blur with the PSF ("same" size, zero boundary);
 Poisson-Gaussian noise ``y + sqrt(alpha * y + sigma^2) * N(0, 1)``; in 2D, salt-and-pepper
 (a fraction of pixels replaced by ``U(0, 1)``); quantization ``round(2^bits * y) / 2^bits``
 clipped to [0, 1].
+
+A microscope's camera (:func:`camera_image`) instead counts photons: the blurred truth scaled to
+expected photo-electrons, Poisson noise, Gaussian read noise, a gain to counts, an offset, rounding
+to integers and clipping to the 16-bit range; :func:`camera_to_truth` maps counts back.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 from .operators import PSFConvolution
 
-__all__ = ["rescale01", "degrade", "filament_phantom", "dead_leaves", "fluorescence_2d", "tubes_3d"]
+__all__ = [
+    "rescale01",
+    "degrade",
+    "Camera",
+    "camera_image",
+    "camera_to_truth",
+    "filament_phantom",
+    "dead_leaves",
+    "fluorescence_2d",
+    "tubes_3d",
+]
 
 
 def rescale01(image: np.ndarray) -> np.ndarray:
@@ -75,6 +91,108 @@ def degrade(
     if bits is not None:
         noisy = np.clip(np.round(noisy * 2**bits) / 2**bits, 0.0, 1.0)
     return noisy.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Camera:
+    """How a camera turns expected photons into stored counts.
+
+    Attributes
+    ----------
+    photons : float
+        Expected photo-electrons at a ground-truth intensity of 1 (the truth's brightest pixel),
+        before the blur spreads them.
+    gain : float
+        Counts (ADU) per photo-electron.
+    read_noise : float
+        Standard deviation of the Gaussian read noise, in photo-electrons.
+    offset : float
+        Constant added by the camera (counts); commonly about 100.
+    bits : int
+        Bit depth of the stored integers (16: values clipped to [0, 65535]).
+    """
+
+    photons: float = 300.0
+    gain: float = 1.0
+    read_noise: float = 1.5
+    offset: float = 100.0
+    bits: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("photons", "gain"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"camera {name} must be positive, got {getattr(self, name)}")
+        for name in ("read_noise", "offset"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"camera {name} must be a finite non-negative number, got {value}")
+        if self.bits not in (8, 12, 16):
+            raise ValueError(f"camera bits must be 8, 12 or 16, got {self.bits}")
+
+    @property
+    def scale(self) -> float:
+        """Counts per unit of ground-truth intensity (``gain * photons``)."""
+        return self.gain * self.photons
+
+
+def camera_image(
+    clean: np.ndarray,
+    psf: np.ndarray,
+    camera: Camera | None = None,
+    *,
+    margin: int | tuple[int, ...] = 0,
+    seed: int = 0,
+) -> np.ndarray:
+    """Blur a ground truth and record it as a camera would: photon and read noise, gain, offset.
+
+    ``counts = round(gain * (Poisson(photons * (P clean)) + N(0, read_noise^2)) + offset)``, clipped to
+    the camera's integer range. A dim background belongs in the truth (it is part of the object).
+
+    Parameters
+    ----------
+    clean : np.ndarray
+        Ground truth in [0, 1], 2D or 3D, including ``margin`` pixels on every side.
+    psf : np.ndarray
+        Kernel summing to 1, with the truth's number of dimensions.
+    camera : Camera, optional
+        Photons, gain, read noise, offset and bit depth (default ``Camera()``).
+    margin : int or tuple of int
+        Pixels cropped from each side of every axis after the blur (one value or one per axis).
+        A truth larger than the field of view makes the object continue beyond the image border,
+        as it does in a microscope, instead of the zero boundary of :func:`degrade`.
+    seed : int
+        Seed of the noise.
+
+    Returns
+    -------
+    np.ndarray
+        ``uint16`` (or ``uint8`` for 8 bits) counts, the truth's shape less the margins.
+    """
+    camera = camera or Camera()
+    clean = np.asarray(clean, dtype=np.float32)
+    if clean.ndim != np.ndim(psf):
+        raise ValueError(f"image is {clean.ndim}D but the PSF is {np.ndim(psf)}D")
+    margins = (margin,) * clean.ndim if np.isscalar(margin) else tuple(margin)  # type: ignore[arg-type]
+    if len(margins) != clean.ndim or any(int(m) < 0 or 2 * int(m) >= n for m, n in zip(margins, clean.shape)):
+        raise ValueError(f"margin {margin} does not fit an image of shape {clean.shape}")
+    blurred = PSFConvolution(psf, backend="fft").convolve_numpy(clean).astype(np.float64)
+    blurred = blurred[tuple(slice(int(m), n - int(m)) for m, n in zip(margins, clean.shape))]
+    rng = np.random.default_rng(seed)
+    electrons = rng.poisson(np.clip(camera.photons * blurred, 0.0, None)).astype(np.float64)
+    if camera.read_noise > 0:
+        electrons += camera.read_noise * rng.standard_normal(electrons.shape)
+    counts = np.round(camera.gain * electrons + camera.offset)
+    dtype = np.uint8 if camera.bits == 8 else np.uint16
+    return np.clip(counts, 0, 2**camera.bits - 1).astype(dtype)
+
+
+def camera_to_truth(counts: np.ndarray, camera: Camera) -> np.ndarray:
+    """Map camera counts (or an estimate in counts) to the ground truth's scale.
+
+    ``(counts - offset) / (gain * photons)``: the same map for every method, so that scores in the
+    truth's [0, 1] units compare methods fairly.
+    """
+    return ((np.asarray(counts, dtype=np.float64) - camera.offset) / camera.scale).astype(np.float32)
 
 
 def filament_phantom(
