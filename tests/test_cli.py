@@ -233,3 +233,34 @@ def test_demo_runs_on_a_small_crop(tmp_path):
         assert (tmp_path / "demo" / name).exists()
     rows = json.loads((tmp_path / "demo" / "results.json").read_text())["rows"]
     assert len(rows) == 3
+
+
+def test_lucy_richardson_subtracts_a_camera_offset(tmp_path, psf2d):
+    from siamdecon.classical import richardson_lucy
+    from siamdecon.io import write_image
+
+    rng = np.random.default_rng(0)
+    counts = (100 + rng.poisson(20.0, (40, 40))).astype(np.float32)
+    write_image(tmp_path / "raw.tif", counts)
+    np.save(tmp_path / "psf.npy", psf2d)
+    _ok(
+        runner.invoke(
+            app,
+            [
+                "lucy-richardson",
+                str(tmp_path / "raw.tif"),
+                "--psf",
+                str(tmp_path / "psf.npy"),
+                "-o",
+                str(tmp_path / "lr.tif"),
+                "-n",
+                "4",
+                "--offset",
+                "100",
+            ],
+        )
+    )
+    out = read_image(tmp_path / "lr.tif").data
+    expected = richardson_lucy(np.clip(counts - 100, 0, None), psf2d / psf2d.sum(), 4)
+    assert np.allclose(out, expected, atol=1e-4)
+    assert abs(float(out.mean()) - 20.0) < 2.0  # the signal above the offset, not offset + signal

@@ -3,14 +3,16 @@
 Public API::
 
     from siamdecon import Deconvolver, deconvolve, make_config, load_psf, generate_psf
-    from siamdecon import richardson_lucy, read_image, write_image, evaluate, degrade
-    from siamdecon import pretrain, Prior
+    from siamdecon import widefield_psf, confocal_psf, estimate_psf_from_beads
+    from siamdecon import richardson_lucy, spitfire, read_image, write_image, evaluate
+    from siamdecon import degrade, Camera, camera_image, pretrain, Prior
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .beads import estimate_psf as estimate_psf_from_beads  # noqa: E402
 from .classical import richardson_lucy, richardson_lucy_series  # noqa: E402
 from .config import Config, make_config  # noqa: E402
 from .errors import ConfigError, InputError, SiamdeconError  # noqa: E402
@@ -20,11 +22,22 @@ from .metrics import evaluate  # noqa: E402
 from .model import Deconvolver, deconvolve  # noqa: E402
 from .operators import PSFConvolution  # noqa: E402
 from .prior import PretrainConfig, Prior, pretrain  # noqa: E402
-from .psf import generate_psf, load_psf, normalize_psf, validate_psf  # noqa: E402
-from .simulate import dead_leaves, degrade, filament_phantom, fluorescence_2d, rescale01  # noqa: E402
+from .psf import confocal_psf, generate_psf, load_psf, normalize_psf, validate_psf, widefield_psf  # noqa: E402
+from .simulate import (  # noqa: E402
+    Camera,
+    camera_image,
+    camera_to_truth,
+    dead_leaves,
+    degrade,
+    filament_phantom,
+    fluorescence_2d,
+    rescale01,
+)
+from .variational import spitfire  # noqa: E402
 
 __all__ = [
     "__version__",
+    "Camera",
     "Config",
     "ConfigError",
     "Deconvolver",
@@ -35,9 +48,13 @@ __all__ = [
     "PretrainConfig",
     "Prior",
     "SiamdeconError",
+    "camera_image",
+    "camera_to_truth",
+    "confocal_psf",
     "dead_leaves",
     "deconvolve",
     "degrade",
+    "estimate_psf_from_beads",
     "evaluate",
     "filament_phantom",
     "fluorescence_2d",
@@ -51,6 +68,8 @@ __all__ = [
     "rescale01",
     "richardson_lucy",
     "richardson_lucy_series",
+    "spitfire",
     "validate_psf",
+    "widefield_psf",
     "write_image",
 ]

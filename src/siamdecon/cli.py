@@ -308,23 +308,37 @@ def lucy_richardson(
     psf: Path = typer.Option(..., "--psf", help="PSF file, same dimensionality."),
     out: Path = typer.Option(..., "-o", "--output", help="Output file (.tif, .tiff or .npy)."),
     iterations: int = typer.Option(10, "--iterations", "-n", min=1, help="Number of iterations."),
+    offset: float = typer.Option(
+        0.0,
+        "--offset",
+        min=0.0,
+        help=(
+            "Camera offset (counts) subtracted first, negative values then clipped to 0; the output is the"
+            " estimate above the offset. Without it Lucy-Richardson treats the offset as signal."
+        ),
+    ),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Classical Lucy-Richardson deconvolution (for comparison)."""
+    import numpy as np
+
     from .classical import richardson_lucy
     from .io import write_image
     from .training import resolve_device
 
     _check_output(out)
     img, kernel = _load_inputs(image, psf)
-    if img.data.min() < 0:
+    data = img.data
+    if offset > 0:
+        data = np.clip(data - offset, 0.0, None)
+    elif data.min() < 0:
         from .errors import InputError
 
         raise InputError(
-            f"image '{image}' has negative values (minimum {img.data.min():.3g}); Lucy-Richardson needs"
+            f"image '{image}' has negative values (minimum {data.min():.3g}); Lucy-Richardson needs"
             " non-negative intensities. Add an offset or clip first."
         )
-    result = richardson_lucy(img.data, kernel, iterations, device=resolve_device(device))
+    result = richardson_lucy(data, kernel, iterations, device=resolve_device(device))
     write_image(out, img.like(result))
 
 
@@ -333,41 +347,176 @@ def lucy_richardson(
 def psf_command(
     out: Path = typer.Option(..., "-o", "--output", help="Output PSF file (.tif or .npy)."),
     ndim: int = typer.Option(3, "--ndim", min=2, max=3, help="2: one plane; 3: a z-stack."),
-    size: int = typer.Option(17, "--size", help="Kernel side in pixels (odd)."),
+    size: str = typer.Option(
+        "17",
+        "--size",
+        help="Kernel side in pixels (odd), or 'auto': the smallest with its faces below --threshold of the peak.",
+    ),
     na: float = typer.Option(0.8, "--na", help="Numerical aperture."),
     wavelength: float = typer.Option(0.6, "--wavelength", help="Emission wavelength (um)."),
     pixel_size: float = typer.Option(0.406, "--pixel-size", help="Lateral pixel size (um)."),
     z_step: float = typer.Option(0.406, "--z-step", help="Axial step (um)."),
-    refractive_index: float = typer.Option(1.33, "--refractive-index", help="Immersion/sample index."),
+    refractive_index: float | None = typer.Option(
+        None,
+        "--refractive-index",
+        help="Immersion and sample index (default 1.33); --immersion-index and --sample-index set them apart.",
+    ),
     plane: int | None = typer.Option(
         None,
         "--plane",
         help=(
-            "2D only: which plane of the 17-plane particle scan (default 0: about 3 um out of focus,"
-            " a ring, as in the paper's 2D benchmark; 7 or 8 are nearest focus)."
+            "2D paper kernel only: which plane of the 17-plane particle scan (default 0: about 3 um out of"
+            " focus, a ring, as in the paper's 2D benchmark; 7 or 8 are nearest focus)."
         ),
     ),
+    model: str | None = typer.Option(
+        None, "--model", help="scalar or vectorial (default: scalar for the paper's kernel, vectorial otherwise)."
+    ),
+    scan: str | None = typer.Option(
+        None,
+        "--scan",
+        help=(
+            "paper: the paper's particle-scan kernel; focal: a z-stack through an emitter at --depth, centred"
+            " on best focus; particle: the emitter moves instead. Default: paper, or focal when --immersion-index,"
+            " --sample-index, --depth, --defocus, --confocal, --excitation-wavelength, --pinhole, --threshold,"
+            " --oversample or an 'auto' size is given."
+        ),
+    ),
+    num_z: str | None = typer.Option(
+        None,
+        "--num-z",
+        help="3D: number of planes (odd) or 'auto' (default: the same as --size).",
+    ),
+    immersion_index: float | None = typer.Option(
+        None, "--immersion-index", help="Immersion index (default: --refractive-index)."
+    ),
+    sample_index: float | None = typer.Option(
+        None, "--sample-index", help="Sample index (default: the immersion index, no mismatch)."
+    ),
+    depth: float | None = typer.Option(None, "--depth", help="Emitter depth above the coverslip (um, default 0)."),
+    defocus: float | None = typer.Option(
+        None,
+        "--defocus",
+        help="Offset of the central (2D: the) plane from best focus (um, + = focal plane deeper; default 0).",
+    ),
+    confocal: bool = typer.Option(
+        False, "--confocal", help="Point-scanning confocal PSF (needs --excitation-wavelength; --wavelength emits)."
+    ),
+    excitation_wavelength: float | None = typer.Option(
+        None, "--excitation-wavelength", help="Confocal excitation wavelength (um)."
+    ),
+    pinhole: float | None = typer.Option(
+        None, "--pinhole", help="Confocal pinhole diameter in Airy units (default 1; 0: a point pinhole)."
+    ),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="'auto' sizes: fraction of the peak allowed on the faces (default 0.001)."
+    ),
+    oversample: int | None = typer.Option(
+        None, "--oversample", help="Sub-pixel samples per pixel side (default 1; 3 ~ camera pixel integration)."
+    ),
 ) -> None:
-    """Generate a Gibson-Lanni (Richards & Wolf limit) PSF; defaults are the paper's."""
+    """Generate a PSF: the paper's Gibson-Lanni kernel by default, or any widefield/confocal microscope."""
     from .errors import ConfigError
     from .io import write_image
-    from .psf import generate_psf
+    from .psf import confocal_psf, generate_psf, widefield_psf
 
     _check_output(out)
+
+    def parse_size(name: str, value: str | None) -> int | str | None:
+        if value is None or value.strip().lower() == "auto":
+            return None if value is None else "auto"
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n <= 0 or n % 2 == 0:
+            raise ConfigError(f"{name} must be a positive odd integer or 'auto', got {value!r}")
+        return n
+
+    size_, num_z_ = parse_size("--size", size), parse_size("--num-z", num_z)
+    if model is not None and model not in ("scalar", "vectorial"):
+        raise ConfigError(f"--model must be 'scalar' or 'vectorial', got {model!r}")
+    if scan is not None and scan not in ("paper", "focal", "particle"):
+        raise ConfigError(f"--scan must be 'paper', 'focal' or 'particle', got {scan!r}")
+    full_model = {
+        "--immersion-index": immersion_index is not None,
+        "--sample-index": sample_index is not None,
+        "--depth": depth is not None,
+        "--defocus": defocus is not None,
+        "--confocal": confocal,
+        "--excitation-wavelength": excitation_wavelength is not None,
+        "--pinhole": pinhole is not None,
+        "--threshold": threshold is not None,
+        "--oversample": oversample is not None,
+        "--size auto": size_ == "auto",
+        "--num-z auto": num_z_ == "auto",
+    }
+    given = [name for name, on in full_model.items() if on]
+    scan_ = scan or ("focal" if given else "paper")
+    index = 1.33 if refractive_index is None else refractive_index
     try:
-        kernel = generate_psf(
-            ndim=ndim,
-            size=size,
-            na=na,
-            wavelength=wavelength,
-            pixel_size=pixel_size,
-            z_step=z_step,
-            refractive_index=refractive_index,
-            plane=plane,
-        )
+        if scan_ == "paper":
+            if given:
+                raise ConfigError(
+                    f"{', '.join(given)}: not for the paper's kernel; use --scan focal or particle, not --scan paper"
+                )
+            kernel = generate_psf(
+                ndim=ndim,
+                size=size_,
+                na=na,
+                wavelength=wavelength,
+                pixel_size=pixel_size,
+                z_step=z_step,
+                refractive_index=index,
+                plane=plane,
+                num_z=num_z_,
+                model=model or "scalar",
+            )
+        else:
+            if plane is not None:
+                raise ConfigError(
+                    "--plane selects a plane of the paper's kernel; with --scan focal or particle use --defocus"
+                )
+            if not confocal and (excitation_wavelength is not None or pinhole is not None):
+                raise ConfigError("--excitation-wavelength and --pinhole need --confocal")
+            if confocal and excitation_wavelength is None:
+                raise ConfigError("--confocal needs --excitation-wavelength (um); --wavelength is the emission")
+            if refractive_index is not None and immersion_index is not None:
+                raise ConfigError("give --refractive-index or --immersion-index, not both")
+            if ndim == 2 and num_z_ is not None:
+                raise ConfigError("--num-z is for 3D kernels (--ndim 3)")
+            lateral = None if size_ == "auto" else size_
+            axial = lateral if num_z_ is None else (None if num_z_ == "auto" else num_z_)
+            common = {
+                "na": na,
+                "pixel_size": pixel_size,
+                "z_step": z_step,
+                "shape": (axial, lateral, lateral) if ndim == 3 else (lateral, lateral),
+                "immersion_index": index if immersion_index is None else immersion_index,
+                "sample_index": sample_index,
+                "depth": 0.0 if depth is None else depth,
+                "defocus": 0.0 if defocus is None else defocus,
+                "model": model or "vectorial",
+                "scan": scan_,
+                "oversample": 1 if oversample is None else oversample,
+                "threshold": 1e-3 if threshold is None else threshold,
+            }
+            if confocal:
+                kernel = confocal_psf(
+                    ndim,
+                    excitation_wavelength=excitation_wavelength,
+                    emission_wavelength=wavelength,
+                    pinhole_au=1.0 if pinhole is None else pinhole,
+                    **common,
+                )
+            else:
+                kernel = widefield_psf(ndim, wavelength=wavelength, **common)
+    except ConfigError:
+        raise
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     write_image(out, kernel)
+    typer.echo(f"wrote {out} (shape {' x '.join(str(n) for n in kernel.shape)})", err=True)
 
 
 @app.command()
@@ -514,34 +663,106 @@ def demo(
     typer.echo(f"\nimages, comparison.png and results.json in {out}/")
 
 
+class Suite(str, Enum):
+    paper = "paper"
+    microscopy = "microscopy"
+
+
 @app.command()
 @_handle_errors
 def benchmark(
     out: Path = typer.Option(Path("siamdecon-benchmark"), "-o", "--output", help="Report folder (resumable)."),
-    full: bool = typer.Option(
-        False, "--full", help="All 14 images, whole (up to 512 px crops), and 64x128x128 volumes."
+    suite: Suite = typer.Option(
+        Suite.paper,
+        "--suite",
+        help="paper: the paper's protocol; microscopy: microscope PSFs, camera noise, biological structures and peers.",
     ),
-    images: str | None = typer.Option(None, "--images", help="Comma-separated 2D images (default: camera,coins,cell)."),
-    crop: int | None = typer.Option(None, "--crop", min=16, help="2D centre crop (quick: 256, full: 512)."),
-    volumes: int | None = typer.Option(None, "--volumes", min=0, help="Number of 3D phantom volumes (0: no 3D)."),
-    shape_3d: str | None = typer.Option(None, "--shape-3d", help="3D volume shape z,y,x (quick: 32,96,96)."),
-    methods: str | None = typer.Option(None, "--methods", help="Comma-separated network methods (default: all seven)."),
-    preset: Preset = _PRESET,
+    quick: bool = typer.Option(False, "--quick", help="microscopy: a subset of the cases at small sizes."),
+    cases: str | None = typer.Option(
+        None, "--cases", help="microscopy: comma-separated patterns on case keys, e.g. '2d-*,3d-confocal/*'."
+    ),
+    rerun: str | None = typer.Option(
+        None, "--rerun", help="microscopy: comma-separated methods to compute again (e.g. default after a change)."
+    ),
+    full: bool = typer.Option(
+        False, "--full", help="paper: all 14 images, whole (up to 512 px crops), and 64x128x128 volumes."
+    ),
+    images: str | None = typer.Option(
+        None, "--images", help="paper: comma-separated 2D images (default: camera,coins,cell)."
+    ),
+    crop: int | None = typer.Option(None, "--crop", min=16, help="paper: 2D centre crop (quick: 256, full: 512)."),
+    volumes: int | None = typer.Option(
+        None, "--volumes", min=0, help="paper: number of 3D phantom volumes (0: no 3D)."
+    ),
+    shape_3d: str | None = typer.Option(None, "--shape-3d", help="paper: 3D volume shape z,y,x (quick: 32,96,96)."),
+    methods: str | None = typer.Option(
+        None,
+        "--methods",
+        help=(
+            "Comma-separated methods. paper: network methods (default: all seven). microscopy: input,"
+            " lucy-richardson-best, lucy-richardson-20, spitfire-best, wiener, default, scratch (the default list),"
+            " and spitfire-sdeconv (sdeconv's own Spitfire, a slow check)."
+        ),
+    ),
+    preset: Preset | None = typer.Option(None, "--preset", help="paper: preset of the network methods (default fast)."),
     steps: int | None = _STEPS,
     seed: int = typer.Option(0, "--seed"),
     device: str | None = _DEVICE,
-    figures: int = typer.Option(3, "--figures", help="2D images that get a figure (3D volumes always do)."),
-    fft: bool = typer.Option(False, "--fft", help="Also time PSF convolution, FFT against direct."),
+    figures: int | None = typer.Option(None, "--figures", help="paper: 2D images that get a figure (default 3)."),
+    fft: bool = typer.Option(False, "--fft", help="paper: also time PSF convolution, FFT against direct."),
     report_only: bool = typer.Option(False, "--report-only", help="Only regenerate report.md and figures."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Run the paper's benchmark: Lucy-Richardson, blind-spot and Siamese losses on a suite."""
-    from .benchmark import IMAGES_2D, NETWORK_METHODS, QUICK_2D, BenchmarkSettings, run_benchmark, write_report
-    from .benchmark.speed import fft_speed_table
+    """Run a benchmark suite and write results.json, report.md and figures (an interrupted run resumes).
+
+    --suite paper (default): Lucy-Richardson, blind-spot and Siamese losses on the paper's protocol.
+    --suite microscopy: siamdecon's default against Lucy-Richardson, Spitfire and Wiener on
+    microscope-like data; --quick for a subset in minutes.
+    """
+    from .benchmark import write_report
     from .errors import ConfigError
 
-    fft_path = out / "fft_speed.json"
+    def listed(text: str | None) -> list[str]:
+        return [v.strip() for v in text.split(",") if v.strip()] if text else []
+
+    if not report_only and suite is Suite.microscopy:
+        given = {
+            "--full": full,
+            "--images": images,
+            "--crop": crop,
+            "--volumes": volumes,
+            "--shape-3d": shape_3d,
+            "--preset": preset,
+            "--steps": steps,
+            "--figures": figures,
+            "--fft": fft,
+        }
+        wrong = [name for name, v in given.items() if v not in (None, False)]
+        if wrong:
+            raise ConfigError(
+                f"{', '.join(wrong)} belong(s) to --suite paper; the microscopy suite runs siamdecon as"
+                " `deconvolve` does (fast preset) on fixed cases: choose them with --quick and --cases"
+            )
+        from .benchmark.microscopy import MicroscopySettings, run_microscopy
+
+        settings = MicroscopySettings(
+            quick=quick,
+            seed=seed,
+            methods=tuple(listed(methods)),
+            patterns=tuple(listed(cases)),
+            rerun=tuple(listed(rerun)),
+            device=device,
+        )
+        run_microscopy(str(out), settings, progress=not quiet)
+        typer.echo(f"wrote {write_report(out)}")
+        return
     if not report_only:
+        wrong = [name for name, v in {"--quick": quick, "--cases": cases, "--rerun": rerun}.items() if v]
+        if wrong:
+            raise ConfigError(f"{', '.join(wrong)} belong(s) to --suite microscopy")
+        from .benchmark import IMAGES_2D, NETWORK_METHODS, QUICK_2D, BenchmarkSettings, run_benchmark
+        from .benchmark.speed import fft_speed_table
+
         try:
             shape = (
                 tuple(int(v) for v in shape_3d.split(",")) if shape_3d else ((64, 128, 128) if full else (32, 96, 96))
@@ -551,21 +772,20 @@ def benchmark(
         if len(shape) != 3:
             raise ConfigError(f"--shape-3d must be three integers like 32,96,96, got {shape_3d!r}")
         settings = BenchmarkSettings(
-            images_2d=[n.strip() for n in images.split(",") if n.strip()]
-            if images is not None
-            else (IMAGES_2D if full else QUICK_2D),
+            images_2d=listed(images) if images is not None else (IMAGES_2D if full else QUICK_2D),
             crop=crop or (512 if full else 256),
             volumes_3d=volumes if volumes is not None else 1,
             shape_3d=shape,
-            preset=preset.value,
+            preset=(preset or Preset.fast).value,
             steps=steps,
             seed=seed,
-            methods=[m.strip() for m in methods.split(",")] if methods else tuple(NETWORK_METHODS),
-            figures=figures,
+            methods=listed(methods) or tuple(NETWORK_METHODS),
+            figures=3 if figures is None else figures,
         )
         run_benchmark(out, settings, device=device, progress=not quiet)
         if fft:
-            fft_speed_table(out=fft_path)
+            fft_speed_table(out=out / "fft_speed.json")
+    fft_path = out / "fft_speed.json"
     rows = json.loads(fft_path.read_text()) if fft_path.exists() else None
     report = write_report(out, rows)
     typer.echo(f"wrote {report}")

@@ -208,9 +208,17 @@ def _figures(out: Path, results: dict[str, Any]) -> list[str]:
 
 
 def write_report(out_dir: str | Path, fft_rows: list[dict[str, Any]] | None = None) -> Path:
-    """Write ``report.md`` and ``figures/`` for a benchmark folder from its ``results.json``."""
+    """Write ``report.md`` and ``figures/`` for a benchmark folder from its ``results.json``.
+
+    A folder of the microscopy suite gets its own report
+    (:func:`siamdecon.benchmark.microscopy_report.write_microscopy_report`).
+    """
     out = Path(out_dir)
     results = load_results(out)
+    if results.get("settings", {}).get("suite") == "microscopy":
+        from .microscopy_report import write_microscopy_report
+
+        return write_microscopy_report(out)
     summary = summarize(results)
     s = results["settings"]
     m = results.get("machine", {})

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..classical import richardson_lucy_series
 from ..config import make_config
 from ..errors import ConfigError
-from ..io import atomic_path
 from ..metrics import evaluate
 from ..model import Deconvolver
+from .store import ResultStore, load_results
 from .suites import IMAGES_2D, QUICK_2D, Case, suite_2d, suite_3d
 
 __all__ = ["LR_ITERATIONS", "NETWORK_METHODS", "BenchmarkSettings", "run_benchmark", "load_results"]
@@ -95,19 +92,6 @@ class BenchmarkSettings:
         return cases
 
 
-def load_results(out_dir: str | Path) -> dict[str, Any]:
-    """Read ``results.json`` of a benchmark folder."""
-    p = Path(out_dir) / "results.json"
-    if not p.exists():
-        raise ConfigError(f"no results.json in '{out_dir}'")
-    return json.loads(p.read_text())
-
-
-def _save(out_dir: Path, results: dict[str, Any]) -> None:
-    with atomic_path(out_dir / "results.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=1, default=float))
-
-
 def _thin(history: list[dict[str, float]]) -> list[dict[str, float]]:
     if len(history) <= _HISTORY_POINTS:
         return history
@@ -142,29 +126,8 @@ def run_benchmark(
         Called with ``(key, entry)`` after each finished entry.
     """
     settings = settings or BenchmarkSettings()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    if path.exists():
-        results = json.loads(path.read_text())
-        if results.get("settings") != settings.to_dict():
-            raise ConfigError(
-                f"'{path}' was made with other settings ({results.get('settings')}); use another output"
-                " folder, or the same settings to resume"
-            )
-    else:
-        results = {
-            "settings": settings.to_dict(),
-            "machine": {
-                "platform": platform.platform(),
-                "processor": platform.processor() or platform.machine(),
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            },
-            "entries": {},
-        }
-    entries: dict[str, Any] = results["entries"]
+    store = ResultStore(out_dir, settings.to_dict(), on_entry)
+    results, entries = store.results, store.entries
     cases = settings.cases()
     todo = [(c, m) for c in cases for m in ("input", "lucy-richardson", *settings.methods)]
     bar = tqdm(total=len(todo), desc="benchmark", disable=not progress, dynamic_ncols=True)
@@ -173,17 +136,9 @@ def run_benchmark(
 
     def keep(case: Case, method: str, estimate: np.ndarray) -> None:
         if case.key in figure_cases:
-            folder = out / "outputs" / case.suite / case.name
-            folder.mkdir(parents=True, exist_ok=True)
-            with atomic_path(folder / f"{method}.npy") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, estimate.astype(np.float32))
+            store.keep_array(case.key, method, estimate)
 
-    def record(key: str, entry: dict[str, Any]) -> None:
-        entries[key] = entry
-        _save(out, results)
-        if on_entry is not None:
-            on_entry(key, entry)
+    record = store.record
 
     try:
         for case, method in todo:
