@@ -141,16 +141,16 @@ def test_training_from_a_prior_loads_it_and_fine_tunes(tiny_prior, tmp_path, psf
 
 
 def test_fine_tuning_draws_its_own_batch_size(tiny_prior, tmp_path, psf2d, rng, monkeypatch):
-    import siamdecon.training as training
+    import siamdecon.data as data
 
     sizes = []
 
-    class Recording(training.PatchSampler):
+    class Recording(data.PatchSampler):
         def __init__(self, image, patch, batch, *args, **kwargs):
             sizes.append(batch)
             super().__init__(image, patch, batch, *args, **kwargs)
 
-    monkeypatch.setattr(training, "PatchSampler", Recording)
+    monkeypatch.setattr(data, "PatchSampler", Recording)
     path = str(tiny_prior.save(tmp_path / "p.pt"))
     image = degrade(rescale01(rng.random((48, 48))), psf2d, seed=1)
     prior = {"source": path, "fine_tune_steps": 1, "fine_tune_batch_size": 3}

@@ -41,7 +41,7 @@ __all__ = [
     "default_loss",
 ]
 
-Start = Literal["none", "input", "lucy-richardson"]
+Start = Literal["none", "input", "lucy-richardson", "generic"]
 
 
 class _Model(BaseModel):
@@ -80,8 +80,17 @@ class TrainingConfig(_Model):
         None, description="raw range the boundary losses keep the output in (default: see data.default_intensity_range)"
     )
     loss_border: int = Field(0, ge=0, description="patch margin excluded from the loss (pixels)")
-    start: Start = Field("none", description="what the network corrects: nothing, the input, or Lucy-Richardson")
+    start: Start = Field(
+        "none",
+        description=(
+            "what the network corrects: nothing, the input, Lucy-Richardson, or 'generic' (Lucy-Richardson"
+            " estimates and the noise level as inputs: a network that takes any PSF and camera)"
+        ),
+    )
     start_iterations: int = Field(5, ge=1, description="Lucy-Richardson iterations of the start estimate")
+    start_extra_iterations: tuple[int, ...] = Field(
+        (), description="'generic' start: iteration counts of further Lucy-Richardson input channels"
+    )
     recalibrate_norm: bool = Field(
         True, description="re-estimate BatchNorm statistics on unmasked patches after training"
     )
@@ -157,6 +166,11 @@ class Config(_Model):
     def _check(self) -> Config:
         if self.loss == "custom" and self.weights is None:
             raise ValueError("loss 'custom' needs explicit 'weights'")
+        t = self.training
+        if t.start_extra_iterations and t.start != "generic":
+            raise ValueError("training.start_extra_iterations are inputs of the 'generic' start only")
+        if any(n < 1 for n in t.start_extra_iterations):
+            raise ValueError(f"training.start_extra_iterations must be positive, got {t.start_extra_iterations}")
         if self.inference.tile_overlap >= self.inference.tile_size:
             raise ValueError(
                 f"tile_overlap ({self.inference.tile_overlap}) must be smaller than tile_size"

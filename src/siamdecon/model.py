@@ -7,6 +7,7 @@ any other file.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -52,6 +53,9 @@ class Deconvolver:
         train_seconds: float = 0.0,
         interrupted: bool = False,
         prior: str | None = None,
+        *,
+        axes: str | None = None,
+        provenance: dict[str, Any] | None = None,
     ) -> None:
         self.network = network.eval()
         self.config = config
@@ -61,6 +65,10 @@ class Deconvolver:
         self.train_seconds = train_seconds
         self.interrupted = interrupted
         self.prior = prior
+        #: Axes of the data it was trained for (for example "TCZYX"), when known.
+        self.axes = axes
+        #: What it was trained on and how (channel, time points, PSF file...), saved with it.
+        self.provenance = dict(provenance or {})
 
     # -- training ---------------------------------------------------------------------------------
     @classmethod
@@ -77,8 +85,11 @@ class Deconvolver:
 
         Parameters
         ----------
-        image : np.ndarray
-            Raw 2D image or 3D volume (z, y, x).
+        image : np.ndarray, or a sequence of array-likes
+            Raw 2D image or 3D volume (z, y, x). A list of them (the time points of one channel,
+            for example), or an array read lazily (Zarr, :class:`~siamdecon.stack.VolumeView`),
+            trains one network on patches drawn across all of them, with their joint
+            normalization computed block by block (:func:`siamdecon.sources.train_on_arrays`).
         psf : np.ndarray
             PSF with the same number of dimensions; validated and normalized to sum 1.
         config : Config, optional
@@ -88,6 +99,12 @@ class Deconvolver:
         **kwargs
             Passed to :func:`siamdecon.training.train` (``callback``, ``allow_interrupt``...).
         """
+        if isinstance(image, list | tuple) and image and all(hasattr(a, "shape") for a in image):
+            if len(image) > 1 or not isinstance(image[0], np.ndarray):
+                return cls._fit_arrays(list(image), psf, config, progress=progress, **kwargs)
+            image = image[0]
+        elif not isinstance(image, np.ndarray) and hasattr(image, "shape") and hasattr(image, "__getitem__"):
+            return cls._fit_arrays([image], psf, config, progress=progress, **kwargs)
         image = np.asarray(image, dtype=np.float32)
         if image.ndim not in (2, 3):
             raise InputError(f"image must be 2D or 3D, got shape {image.shape}")
@@ -113,7 +130,119 @@ class Deconvolver:
             result.prior,
         )
 
+    @classmethod
+    def _fit_arrays(
+        cls, arrays: list[Any], psf: np.ndarray, config: Config | None, *, progress: bool, **kwargs: Any
+    ) -> Deconvolver:
+        from .sources import train_on_arrays
+
+        ndims = {len(a.shape) for a in arrays}
+        if len(ndims) != 1 or next(iter(ndims)) not in (2, 3):
+            raise InputError(f"images must all be 2D or all 3D, got shapes {[tuple(a.shape) for a in arrays]}")
+        ndim = next(iter(ndims))
+        psf = normalize_psf(validate_psf(psf, ndim=ndim))
+        for a in arrays:
+            check_psf_fits(psf.shape, tuple(a.shape))
+        config = config or make_config("fast", ndim=ndim)
+        if config.ndim != ndim:
+            raise ConfigError(
+                f"the config is for {config.ndim}D data but the images are {ndim}D; build it with"
+                f" make_config(..., ndim={ndim})"
+            )
+        where = kwargs.pop("where", "image")
+        pool = kwargs.pop("max_pool_bytes", None)
+        extra = {"max_pool_bytes": pool} if pool else {}
+        result = train_on_arrays(arrays, psf, config, progress=progress, where=where, **extra, **kwargs)
+        return cls(
+            result.network,
+            config,
+            psf,
+            result.normalization,
+            result.history,
+            result.seconds,
+            result.interrupted,
+            result.prior,
+        )
+
     # -- inference --------------------------------------------------------------------------------
+    def _prepared(self, device: str | None, normalization: Normalization, tta: bool | None):
+        """The network on ``device`` as a function of standardized tiles.
+
+        The normalization is passed to every call rather than set on the network, so that
+        predicting never changes the model (two threads may predict with one model).
+        """
+        dev = resolve_device(device or "auto")
+        net = prefer_channels_last(self.network.to(dev), dev).eval()
+        n = normalization
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            return net(x, n.mean, n.std, n.gain, n.offset, n.read_variance)
+
+        use_tta = self.config.inference.tta if tta is None else tta
+        # Averaging over rotations is only valid when the PSF has that symmetry.
+        return (with_augmentation(fn) if use_tta and psf_is_dihedral(self.psf) else fn), dev
+
+    def predict_region(
+        self,
+        source: Any,
+        region: tuple[slice, ...],
+        *,
+        normalization: Normalization | None = None,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        device: str | None = None,
+        tta: bool | None = None,
+    ) -> np.ndarray:
+        """Deconvolve one region of an array that need not fit in memory (a Zarr-backed volume).
+
+        The region is predicted by the same tiles as :meth:`predict` uses for a whole image, each
+        with the network's context read from ``source`` around it, so that a volume processed
+        region by region (in any order, in any process) needs only one region in memory at a time.
+
+        Parameters
+        ----------
+        source : array-like
+            The raw 2D/3D volume, indexable by slices (NumPy, Zarr, :class:`~siamdecon.stack.VolumeView`).
+        region : tuple of slice
+            The spatial region to return.
+        normalization : Normalization, optional
+            Default the model's (the training data's statistics).
+        tile_size, tile_overlap, device, tta
+            As for :meth:`predict`.
+
+        Returns
+        -------
+        np.ndarray
+            Float32 result for ``region``.
+        """
+        from .inference import predict_tiled_region
+
+        shape = tuple(int(n) for n in source.shape)
+        if len(shape) != self.config.ndim:
+            raise InputError(
+                f"this model was trained on {self.config.ndim}D data but the volume is {len(shape)}D (shape {shape})"
+            )
+        norm = normalization or self.normalization
+        inf = self.config.inference
+        tile = tile_size or inf.tile_size
+        overlap = inf.tile_overlap if tile_overlap is None else tile_overlap
+        if overlap >= tile:
+            raise InputError(f"tile overlap ({overlap}) must be smaller than the tile size ({tile})")
+        region = tuple(slice(r.start or 0, n if r.stop is None else r.stop) for r, n in zip(region, shape, strict=True))
+        fn, dev = self._prepared(device, norm, tta)
+        out = predict_tiled_region(
+            fn,
+            lambda window: norm.apply(np.asarray(source[window]))[None],
+            shape,
+            region,
+            tile,
+            overlap,
+            batch_size=inf.batch_size,
+            margin=inf.context,
+            device=dev,
+        )
+        return norm.invert(out[0])
+
     def predict(
         self,
         image: np.ndarray,
@@ -159,7 +288,7 @@ class Deconvolver:
         elif normalization == "image":
             from .data import standardize
 
-            _, norm = standardize(image)
+            _, norm = standardize(image, noise=self.config.training.start == "generic")
         else:
             raise ValueError(f"normalization must be 'model' or 'image', got {normalization!r}")
         inf = self.config.inference
@@ -167,20 +296,17 @@ class Deconvolver:
         overlap = inf.tile_overlap if tile_overlap is None else tile_overlap
         if overlap >= tile:
             raise InputError(f"tile overlap ({overlap}) must be smaller than the tile size ({tile})")
-        dev = resolve_device(device or "auto")
-        inputs = norm.apply(image)[None]
-        net = prefer_channels_last(self.network.to(dev), dev).eval()
-        use_tta = self.config.inference.tta if tta is None else tta
-        # Averaging over rotations is only valid when the PSF has that symmetry.
-        fn = with_augmentation(net) if use_tta and psf_is_dihedral(self.psf) else net
-        saved = (net.mean, net.std)
-        net.mean, net.std = norm.mean, norm.std
-        try:
-            out = predict_tiled(
-                fn, inputs, tile, overlap, batch_size=inf.batch_size, margin=inf.context, device=dev, progress=progress
-            )
-        finally:
-            net.mean, net.std = saved
+        fn, dev = self._prepared(device, norm, tta)
+        out = predict_tiled(
+            fn,
+            norm.apply(image)[None],
+            tile,
+            overlap,
+            batch_size=inf.batch_size,
+            margin=inf.context,
+            device=dev,
+            progress=progress,
+        )
         return norm.invert(out[0])
 
     # -- files --------------------------------------------------------------------------------------
@@ -196,6 +322,9 @@ class Deconvolver:
             "prior": self.prior or "",
             "final_loss": float(self.history[-1]["total"]) if self.history else float("nan"),
             "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            # Older readers ignore these two; older files load without them.
+            "axes": self.axes or "",
+            "provenance": json.dumps(self.provenance, default=str),
         }
         return write_torch_file(p, _FORMAT, _FORMAT_VERSION, state)
 
@@ -220,7 +349,19 @@ class Deconvolver:
             norm,
             train_seconds=state.get("train_seconds", 0.0),
             prior=state.get("prior") or None,
+            axes=state.get("axes") or None,
+            provenance=_provenance(state.get("provenance")),
         )
+
+
+def _provenance(text: Any) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def deconvolve(image: np.ndarray, psf: np.ndarray, config: Config | None = None, **fit_kwargs: Any) -> np.ndarray:

@@ -181,19 +181,32 @@ class DeconvolutionNetwork(nn.Module):
     Parameters
     ----------
     unet : UNet
-        The network. With a start estimate it must take 2 input channels and be residual.
-    start : {"none", "input", "lucy-richardson"}
+        The network. With a start estimate it must be residual and take :meth:`in_channels` channels.
+    start : {"none", "input", "lucy-richardson", "generic"}
         ``"none"``: ``f(x) = unet(x)`` (the paper). ``"input"``: ``f(x) = x + unet(x)``.
         ``"lucy-richardson"``: ``f(x) = s(x) + unet([s(x), x])`` where ``s`` is ``iterations``
         Lucy-Richardson steps computed on the very input ``x`` (masked or not), so both Siamese
         branches see a start that depends only on their own input.
+        ``"generic"``: the input of a prior that takes any PSF and any camera,
+        ``f(x) = s_a(x) + unet([s_a(x), x, s_b(x)..., sigma(x)])``: Lucy-Richardson estimates after
+        ``iterations`` and ``extra_iterations`` steps on the offset-subtracted, clipped data with the
+        object extended beyond the input's border (the PSF enters through them), and the noise's
+        standard deviation at every pixel from the camera model (``gain``, ``offset``,
+        ``read_variance``), all in the standardized units of ``x``.
     psf : torch.Tensor or np.ndarray, optional
         Kernel for the Lucy-Richardson start.
     iterations : int
         Lucy-Richardson iterations of the start.
     mean, std : float
         Standardization of ``x`` (LR runs on raw, non-negative intensities).
+    extra_iterations : tuple of int
+        ``"generic"`` only: further Lucy-Richardson estimates given as input channels.
+    gain, offset, read_variance : float
+        ``"generic"`` only: the camera model, ``var(raw) = gain * (raw - offset) + read_variance``
+        (see :class:`siamdecon.noise.NoiseModel`).
     """
+
+    STARTS = ("none", "input", "lucy-richardson", "generic")
 
     def __init__(
         self,
@@ -203,24 +216,39 @@ class DeconvolutionNetwork(nn.Module):
         iterations: int = 1,
         mean: float = 0.0,
         std: float = 1.0,
+        extra_iterations: tuple[int, ...] = (),
+        gain: float = 1.0,
+        offset: float = 0.0,
+        read_variance: float = 0.0,
     ) -> None:
         super().__init__()
-        if start not in ("none", "input", "lucy-richardson"):
-            raise ValueError(f"start must be 'none', 'input' or 'lucy-richardson', got {start!r}")
+        if start not in self.STARTS:
+            raise ValueError(f"start must be one of {', '.join(self.STARTS)}, got {start!r}")
         if start != "none" and not unet.residual:
             raise ValueError("a start estimate needs a residual U-Net")
+        if extra_iterations and start != "generic":
+            raise ValueError("extra_iterations are inputs of the 'generic' start only")
         self.unet = unet
         self.start = start
         self.iterations = iterations
+        self.extra_iterations = tuple(int(n) for n in extra_iterations)
         self.mean = float(mean)
         self.std = float(std)
+        self.gain = float(gain)
+        self.offset = float(offset)
+        self.read_variance = float(read_variance)
         self.op = None
-        if start == "lucy-richardson":
+        if start in ("lucy-richardson", "generic"):
             if psf is None:
-                raise ValueError("the Lucy-Richardson start needs the PSF")
+                raise ValueError(f"the {start!r} start needs the PSF")
             from .operators import PSFConvolution
 
             self.op = PSFConvolution(psf)
+
+    @staticmethod
+    def in_channels(start: str, extra_iterations: tuple[int, ...] = ()) -> int:
+        """Input channels of the U-Net for a start."""
+        return {"none": 1, "input": 1, "lucy-richardson": 2}.get(start, 3 + len(extra_iterations))
 
     def start_estimate(
         self, x: torch.Tensor, mean: float | torch.Tensor | None = None, std: float | torch.Tensor | None = None
@@ -232,6 +260,8 @@ class DeconvolutionNetwork(nn.Module):
         """
         if self.op is None:
             return x
+        if self.start == "generic":
+            return self.generic_inputs(x, mean, std)[:, :1]
         mean = self.mean if mean is None else mean
         std = self.std if std is None else std
         raw = x * std + mean
@@ -246,11 +276,60 @@ class DeconvolutionNetwork(nn.Module):
             u = u * self.op.adjoint(raw / (self.op(u) + 1e-12))
         return (u - mean) / std
 
-    def forward(
-        self, x: torch.Tensor, mean: float | torch.Tensor | None = None, std: float | torch.Tensor | None = None
+    def generic_inputs(
+        self,
+        x: torch.Tensor,
+        mean: float | torch.Tensor | None = None,
+        std: float | torch.Tensor | None = None,
+        gain: float | torch.Tensor | None = None,
+        offset: float | torch.Tensor | None = None,
+        read_variance: float | torch.Tensor | None = None,
+        op: nn.Module | None = None,
     ) -> torch.Tensor:
+        """The ``"generic"`` start's channels ``[s_a, x, s_b..., sigma]`` (standardized units).
+
+        Every statistic defaults to the network's own; tensors of shape ``(B, 1, 1, ...)`` give each
+        sample its own, and ``op`` another PSF (pretraining on many PSFs and cameras).
+        """
+        from .classical import richardson_lucy_tensors
+
+        mean = self.mean if mean is None else mean
+        std = self.std if std is None else std
+        gain = self.gain if gain is None else gain
+        offset = self.offset if offset is None else offset
+        read_variance = self.read_variance if read_variance is None else read_variance
+        op = self.op if op is None else op
+        raw = x * std + mean
+        photons = (raw - offset) / gain
+        # Lucy-Richardson needs non-negative data; the read noise's negative excursions carry no light.
+        scale = torch.clamp(torch.as_tensor(photons.abs().mean(dim=tuple(range(1, x.ndim)), keepdim=True)), min=1e-6)
+        positive = torch.clamp(photons, min=0.0) + 1e-3 * scale
+        counts = (self.iterations, *self.extra_iterations)
+        estimates = richardson_lucy_tensors(positive, op, counts)
+        standardized = [((e * gain + offset) - mean) / std for e in estimates]
+        kernel = 3
+        pool = F.avg_pool2d if x.ndim == 4 else F.avg_pool3d
+        local = pool(F.pad(raw, [kernel // 2] * (2 * (x.ndim - 2)), mode="replicate"), kernel, stride=1)
+        variance = gain * torch.clamp(local - offset, min=0.0) + read_variance
+        sigma = torch.sqrt(torch.clamp(variance, min=0.0)) / std
+        return torch.cat([standardized[0], x, *standardized[1:], sigma], dim=1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mean: float | torch.Tensor | None = None,
+        std: float | torch.Tensor | None = None,
+        gain: float | torch.Tensor | None = None,
+        offset: float | torch.Tensor | None = None,
+        read_variance: float | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``f(x)`` for standardized ``x``; the statistics default to the network's own (those of
+        the image it was trained on), so that prediction with another image's need not change it."""
         if self.start in ("none", "input"):
             return self.unet(x)
         with torch.no_grad():
-            s = self.start_estimate(x, mean, std)
-        return self.unet(torch.cat([s, x], dim=1))
+            if self.start == "generic":
+                inputs = self.generic_inputs(x, mean, std, gain, offset, read_variance)
+            else:
+                inputs = torch.cat([self.start_estimate(x, mean, std), x], dim=1)
+        return self.unet(inputs)

@@ -85,6 +85,14 @@ class PretrainConfig(_Model):
     patch_size: int = Field(64, ge=16)
     lr: float = Field(2e-3, gt=0)
     seed: int = 0
+    psfs: int = Field(
+        0,
+        ge=0,
+        description=(
+            "0: pretrain for the given PSF; N > 0: a generic prior, for any PSF and camera, on N random"
+            " PSFs and random cameras (siamdecon.synthetic)"
+        ),
+    )
 
 
 @dataclass
@@ -99,25 +107,48 @@ class Prior:
         The U-Net's shape.
     start, start_iterations
         The start estimate the U-Net corrects (as ``training.start``).
-    psf : np.ndarray
-        The normalized PSF.
+    psf : np.ndarray or None
+        The normalized PSF it was pretrained for; ``None`` for a generic prior (any PSF and camera,
+        which its start estimate's inputs carry).
     settings : PretrainConfig
         How it was trained.
     info : dict
         Steps, seconds, final loss, version.
+    name : str
+        The file it was read from.
+    start_extra_iterations : tuple of int
+        Further Lucy-Richardson inputs of the ``"generic"`` start.
+    ndim : int
+        2 or 3 (the PSF's dimensionality when there is one).
     """
 
     state_dict: dict[str, torch.Tensor]
     network: NetworkConfig
     start: str
     start_iterations: int
-    psf: np.ndarray
+    psf: np.ndarray | None
     settings: PretrainConfig
     info: dict[str, Any] = field(default_factory=dict)
     name: str = "prior"
+    start_extra_iterations: tuple[int, ...] = ()
+    ndim: int = 0
+
+    def __post_init__(self) -> None:
+        if self.psf is not None:
+            self.ndim = int(np.ndim(self.psf))
+        if self.ndim not in (2, 3):
+            raise ValueError(f"a prior is for 2D or 3D data, got ndim={self.ndim}")
+        self.start_extra_iterations = tuple(int(n) for n in self.start_extra_iterations)
+
+    @property
+    def generic(self) -> bool:
+        """Whether the prior was pretrained for any PSF rather than for one."""
+        return self.psf is None
 
     def matches_psf(self, psf: np.ndarray) -> bool:
-        """Whether ``psf`` (normalized) is this prior's PSF."""
+        """Whether ``psf`` (normalized) is this prior's PSF (never for a generic prior)."""
+        if self.psf is None:
+            return False
         psf = np.asarray(psf, dtype=np.float64)
         own = np.asarray(self.psf, dtype=np.float64)
         if psf.shape != own.shape:
@@ -126,15 +157,16 @@ class Prior:
 
     def incompatibility(self, config: Config) -> str | None:
         """Why this prior cannot start ``config``'s network, or ``None`` if it can."""
-        if self.psf.ndim != config.ndim:
-            return f"it is for {self.psf.ndim}D data, the config for {config.ndim}D"
+        if self.ndim != config.ndim:
+            return f"it is for {self.ndim}D data, the config for {config.ndim}D"
         if self.network != config.network:
             return f"its network is {self.network.model_dump()}, the config's {config.network.model_dump()}"
         t = config.training
-        if (self.start, self.start_iterations) != (t.start, t.start_iterations):
+        own = (self.start, self.start_iterations, self.start_extra_iterations)
+        if own != (t.start, t.start_iterations, tuple(t.start_extra_iterations)):
             return (
-                f"it corrects start={self.start!r} ({self.start_iterations} iterations), the config"
-                f" start={t.start!r} ({t.start_iterations})"
+                f"it corrects start={self.start!r} ({self.start_iterations}, {self.start_extra_iterations} iterations),"
+                f" the config start={t.start!r} ({t.start_iterations}, {tuple(t.start_extra_iterations)})"
             )
         return None
 
@@ -147,7 +179,9 @@ class Prior:
             "network": self.network.model_dump_json(),
             "start": self.start,
             "start_iterations": self.start_iterations,
-            "psf": torch.from_numpy(np.asarray(self.psf, dtype=np.float32).copy()),
+            "start_extra_iterations": list(self.start_extra_iterations),
+            "ndim": self.ndim,
+            "psf": None if self.psf is None else torch.from_numpy(np.asarray(self.psf, dtype=np.float32).copy()),
             "settings": self.settings.model_dump_json(),
             "info": {k: v for k, v in self.info.items() if isinstance(v, (int, float, str))},
             "state_dict": {k: v.detach().cpu().contiguous() for k, v in self.state_dict.items()},
@@ -167,24 +201,44 @@ class Prior:
                 network=NetworkConfig.model_validate_json(state["network"]),
                 start=state["start"],
                 start_iterations=int(state["start_iterations"]),
-                psf=state["psf"].numpy(),
+                psf=None if state["psf"] is None else state["psf"].numpy(),
                 settings=PretrainConfig.model_validate_json(state["settings"]),
                 info=dict(state.get("info", {})),
                 name=p.name,
+                start_extra_iterations=tuple(state.get("start_extra_iterations", ())),
+                ndim=int(state.get("ndim", 0)),
             )
         except Exception as exc:
             raise InputError(f"prior file '{p}' is damaged or incompatible: {exc}") from exc
 
 
-def default_pretrain_config(ndim: int, **overrides: Any) -> PretrainConfig:
-    """Pretraining defaults for 2D or 3D (3D: 150 volumes of 48x128x128, batch 2, 4,000 steps)."""
-    if ndim == 3:
-        base: dict[str, Any] = {"images": 150, "image_size": 128, "patch_size": 48, "batch_size": 2, "steps": 4000}
-        base["salt_pepper"] = 0.0
-    elif ndim == 2:
-        base = {}
-    else:
+def default_pretrain_config(ndim: int, generic: bool = False, **overrides: Any) -> PretrainConfig:
+    """Pretraining defaults for 2D or 3D, for one PSF or (``generic``) any PSF and camera.
+
+    One PSF: 600 images of 256^2 (3D: 150 volumes of 48x128x128, batch 2, 4,000 steps). Generic:
+    a pool of random structures, 400 (3D: 200) random PSFs, patches of 80^2 (3D: 40x80x80, batch 4).
+    """
+    if ndim not in (2, 3):
         raise ConfigError(f"ndim must be 2 or 3, got {ndim}")
+    if generic:
+        base: dict[str, Any] = (
+            {"images": 800, "image_size": 192, "psfs": 400, "patch_size": 80, "steps": 12000}
+            if ndim == 2
+            else {
+                "images": 120,
+                "image_size": 128,
+                "depth": 96,
+                "psfs": 200,
+                "patch_size": 80,
+                "batch_size": 4,
+                "steps": 8000,
+            }
+        )
+    elif ndim == 3:
+        base = {"images": 150, "image_size": 128, "patch_size": 48, "batch_size": 2, "steps": 4000}
+        base["salt_pepper"] = 0.0
+    else:
+        base = {}
     return PretrainConfig(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
@@ -234,8 +288,63 @@ def _cosine(step: int, total: int, warm: float = 0.05) -> float:
     return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * (frac - warm) / (1 - warm)))
 
 
+class _FixedPSFBatches:
+    """Batches of random patches of synthetic pairs degraded with one PSF (the paper's protocol)."""
+
+    def __init__(self, psf: np.ndarray, settings: PretrainConfig, noise_model: bool, progress: bool) -> None:
+        from .noise import estimate_noise
+
+        self.pairs = synthetic_pairs(psf, settings, progress)
+        self.ndim = np.ndim(psf)
+        self.batch_size = settings.batch_size
+        # Standardized by each whole image's statistics (and its estimated noise), as at use.
+        self.stats = []
+        for _, noisy in self.pairs:
+            model = estimate_noise(noisy) if noise_model else None
+            self.stats.append(
+                (
+                    float(noisy.mean()),
+                    float(noisy.std()),
+                    model.gain if model else 1.0,
+                    model.offset if model else 0.0,
+                    model.read_variance if model else 0.0,
+                )
+            )
+        self.rng = np.random.default_rng(settings.seed + 1)
+        self.augment = psf_is_dihedral(psf)
+        self.spatial = self.pairs[0][0].shape
+        self.patch = tuple(min(settings.patch_size, n) for n in self.spatial)
+
+    def __call__(self):
+        from .synthetic import Batch
+
+        rng = self.rng
+        raws, cleans, rows = [], [], []
+        for _ in range(self.batch_size):
+            k = int(rng.integers(len(self.pairs)))
+            window = tuple(
+                slice(a, a + p)
+                for a, p in ((int(rng.integers(0, n - p + 1)), p) for n, p in zip(self.spatial, self.patch))
+            )
+            clean, noisy = (a[window] for a in self.pairs[k])
+            if self.augment:  # rotations and flips in the (y, x) plane, which the PSF allows
+                r = int(rng.integers(4))
+                clean, noisy = np.rot90(clean, r, axes=(-2, -1)), np.rot90(noisy, r, axes=(-2, -1))
+                if rng.integers(2):
+                    clean, noisy = clean[..., ::-1], noisy[..., ::-1]
+            raws.append(np.ascontiguousarray(noisy))
+            cleans.append(np.ascontiguousarray(clean))
+            rows.append(self.stats[k])
+        shape = (self.batch_size, 1) + (1,) * self.ndim
+        columns = torch.tensor(rows, dtype=torch.float32).T
+        stats = {k: columns[j].view(shape) for j, k in enumerate(("mean", "std", "gain", "offset", "read_variance"))}
+        x = (torch.from_numpy(np.stack(raws))[:, None] - stats["mean"]) / stats["std"]
+        target = (torch.from_numpy(np.stack(cleans))[:, None] - stats["mean"]) / stats["std"]
+        return Batch(x, target, stats)
+
+
 def pretrain(
-    psf: np.ndarray,
+    psf: np.ndarray | None,
     config: Config,
     settings: PretrainConfig | None = None,
     *,
@@ -243,16 +352,18 @@ def pretrain(
     progress: bool = True,
     allow_interrupt: bool = True,
 ) -> Prior:
-    """Train ``config``'s network, supervised, to deconvolve synthetic images blurred by ``psf``.
+    """Train ``config``'s network, supervised, to deconvolve synthetic images.
 
     Parameters
     ----------
-    psf : np.ndarray
-        Normalized 2D or 3D PSF.
+    psf : np.ndarray or None
+        Normalized 2D or 3D PSF: images blurred with it and degraded by the paper's protocol over a
+        range of noise levels. ``None``: a generic prior (``settings.psfs`` random PSFs and random
+        cameras, :class:`siamdecon.synthetic.GenericBatches`; needs ``training.start="generic"``).
     config : Config
         Gives the network shape, the start estimate and the loss border.
     settings : PretrainConfig, optional
-        Data and optimization; default :func:`default_pretrain_config` for the PSF's dimensionality.
+        Data and optimization; default :func:`default_pretrain_config` for the dimensionality.
     device : str
         Where to train.
     progress : bool
@@ -263,28 +374,43 @@ def pretrain(
     Returns
     -------
     Prior
-        The pretrained weights with their PSF and settings.
+        The pretrained weights with their PSF (``None`` if generic) and settings.
     """
     from .data import Normalization
+    from .synthetic import GenericBatches
     from .training import build_network, resolve_device
 
-    ndim = np.ndim(psf)
+    ndim = config.ndim if psf is None else np.ndim(psf)
     if config.ndim != ndim:
         raise ConfigError(f"the PSF is {ndim}D but the config is for {config.ndim}D")
-    settings = settings or default_pretrain_config(ndim)
-    psf = np.asarray(psf, dtype=np.float32)
+    generic_start = config.training.start == "generic"
+    settings = settings or default_pretrain_config(ndim, generic=psf is None)
+    if psf is None and not (generic_start and settings.psfs > 0):
+        raise ConfigError("a generic prior (no PSF) needs training.start='generic' and settings.psfs > 0 random PSFs")
     dev = resolve_device(device)
     keep_freed_memory(dev)
     torch.manual_seed(settings.seed)
-    pairs = synthetic_pairs(psf, settings, progress)
-    stats = [(float(n.mean()), float(n.std())) for _, n in pairs]
-    net = build_network(config, psf, Normalization(0.0, 1.0, 0.0, 1.0))
+    if psf is None:
+        batches = GenericBatches(
+            ndim,
+            settings.patch_size,
+            settings.batch_size,
+            settings.images,
+            settings.image_size,
+            settings.depth,
+            settings.psfs,
+            seed=settings.seed,
+            progress=progress,
+        )
+        kernel = batches.bank[0]
+    else:
+        kernel = np.asarray(psf, dtype=np.float32)
+        batches = _FixedPSFBatches(kernel, settings, generic_start, progress)
+    net = build_network(config, kernel, Normalization(0.0, 1.0, 0.0, 1.0))
     net = prefer_channels_last(net.to(dev), dev)
     opt = torch.optim.Adam(net.unet.parameters(), lr=settings.lr)
-    rng = np.random.default_rng(settings.seed + 1)
-    augment = psf_is_dihedral(psf)
-    spatial = pairs[0][0].shape
-    patch = tuple(min(settings.patch_size, n) for n in spatial)
+    first = batches()
+    patch = tuple(first.x.shape[2:])
     border = min(config.training.loss_border, (min(patch) - 1) // 2)
     inner = (..., *(slice(border, p - border) for p in patch))
     start_time = time.perf_counter()
@@ -296,28 +422,16 @@ def pretrain(
         for step in range(settings.steps):
             for group in opt.param_groups:
                 group["lr"] = settings.lr * _cosine(step, settings.steps)
-            raws, cleans, means, stds = [], [], [], []
-            for _ in range(settings.batch_size):
-                k = int(rng.integers(len(pairs)))
-                window = tuple(
-                    slice(a, a + p) for a, p in ((int(rng.integers(0, n - p + 1)), p) for n, p in zip(spatial, patch))
-                )
-                clean, noisy = (a[window] for a in pairs[k])
-                if augment:  # rotations and flips in the (y, x) plane, which the PSF allows
-                    r = int(rng.integers(4))
-                    clean, noisy = np.rot90(clean, r, axes=(-2, -1)), np.rot90(noisy, r, axes=(-2, -1))
-                    if rng.integers(2):
-                        clean, noisy = clean[..., ::-1], noisy[..., ::-1]
-                raws.append(np.ascontiguousarray(noisy))
-                cleans.append(np.ascontiguousarray(clean))
-                means.append(stats[k][0])
-                stds.append(stats[k][1])
-            mean = torch.tensor(means, device=dev).view(-1, *[1] * (ndim + 1))
-            std = torch.tensor(stds, device=dev).view(-1, *[1] * (ndim + 1))
-            # Standardized by each whole image's statistics, as the network sees an image at use.
-            x = (torch.from_numpy(np.stack(raws))[:, None].to(dev) - mean) / std
-            target = (torch.from_numpy(np.stack(cleans))[:, None].to(dev) - mean) / std
-            loss = ((net(x, mean, std) - target)[inner] ** 2).mean()
+            batch = first if step == 0 else batches()
+            x, target = batch.x.to(dev), batch.target.to(dev)
+            stats = {k: v.to(dev) for k, v in batch.stats.items()}
+            if generic_start:
+                with torch.no_grad():
+                    inputs = net.generic_inputs(x, **stats, op=None if batch.op is None else batch.op.to(dev))
+                out = net.unet(inputs)
+            else:
+                out = net(x, stats["mean"], stats["std"])
+            loss = ((out - target)[inner] ** 2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -341,7 +455,18 @@ def pretrain(
         "siamdecon_version": __version__,
     }
     state = {k: v.detach().cpu().contiguous() for k, v in net.unet.state_dict().items()}
-    return Prior(state, config.network, config.training.start, config.training.start_iterations, psf, settings, info)
+    t = config.training
+    return Prior(
+        state,
+        config.network,
+        t.start,
+        t.start_iterations,
+        None if psf is None else kernel,
+        settings,
+        info,
+        start_extra_iterations=tuple(t.start_extra_iterations),
+        ndim=ndim,
+    )
 
 
 def shipped_priors() -> list[Path]:
@@ -365,10 +490,11 @@ def resolve_prior(choice: str, psf: np.ndarray, config: Config) -> Prior | None:
     Parameters
     ----------
     choice : str
-        ``"none"``; ``"auto"`` (a shipped prior made for this PSF and network; else, if
-        ``config.prior.transfer``, the shipped prior whose PSF is nearest in width, when its RMS
-        width along every axis is within :data:`TRANSFER_RATIO` of this PSF's; else none); or a
-        path to a prior file (which must fit, or an error says why).
+        ``"none"``; ``"auto"`` (a shipped prior made for this PSF and network; else a shipped
+        generic prior for this network, made for any PSF; else, if ``config.prior.transfer``, the
+        shipped prior whose PSF is nearest in width, when its RMS width along every axis is within
+        :data:`TRANSFER_RATIO` of this PSF's; else none); or a path to a prior file (which must fit
+        the network, and be generic or made for this PSF, or an error says why).
     psf : np.ndarray
         The normalized PSF of the image.
     config : Config
@@ -381,6 +507,10 @@ def resolve_prior(choice: str, psf: np.ndarray, config: Config) -> Prior | None:
         for prior in fitting:
             if prior.matches_psf(psf):
                 return prior
+        generic = [p for p in fitting if p.generic]
+        if generic:
+            return generic[0]
+        fitting = [p for p in fitting if not p.generic]
         if not (config.prior.transfer and fitting):
             return None
         # Another PSF: the prior whose PSF is nearest in width along every axis.
@@ -396,7 +526,7 @@ def resolve_prior(choice: str, psf: np.ndarray, config: Config) -> Prior | None:
     reason = prior.incompatibility(config)
     if reason is not None:
         raise ConfigError(f"prior '{choice}' cannot start this network: {reason}")
-    if not prior.matches_psf(psf):
+    if not prior.generic and not prior.matches_psf(psf):
         raise ConfigError(
             f"prior '{choice}' was pretrained for another PSF (shape {prior.psf.shape}); pretrain one for this"
             " PSF with `siamdecon pretrain`"

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import Config
-from .data import Normalization, PatchSampler, psf_is_dihedral, standardize
+from .data import ImageSource, Normalization, PatchSampler, TrainingSource, psf_is_dihedral
 from .losses import LossInputs, compute_losses, loss_preset
 from .masking import apply_mask, stratified_mask
 from .network import DeconvolutionNetwork, UNet, prefer_channels_last
@@ -50,9 +50,10 @@ def resolve_device(device: str) -> torch.device:
 def build_network(config: Config, psf: np.ndarray, norm: Normalization) -> DeconvolutionNetwork:
     """The network described by ``config`` (input channels and residual follow ``training.start``)."""
     start = config.training.start
+    extra = tuple(config.training.start_extra_iterations)
     unet = UNet(
         ndim=config.ndim,
-        in_channels=2 if start == "lucy-richardson" else 1,
+        in_channels=DeconvolutionNetwork.in_channels(start, extra),
         out_channels=1,
         width=config.network.width,
         levels=config.network.levels,
@@ -67,6 +68,10 @@ def build_network(config: Config, psf: np.ndarray, norm: Normalization) -> Decon
         iterations=config.training.start_iterations,
         mean=norm.mean,
         std=norm.std,
+        extra_iterations=extra,
+        gain=norm.gain,
+        offset=norm.offset,
+        read_variance=norm.read_variance,
     )
 
 
@@ -121,7 +126,7 @@ def _recalibrate(net: torch.nn.Module, sampler: PatchSampler, device: torch.devi
 
 
 def train(
-    image: np.ndarray,
+    image: np.ndarray | TrainingSource,
     psf: np.ndarray,
     config: Config,
     *,
@@ -134,8 +139,9 @@ def train(
 
     Parameters
     ----------
-    image : np.ndarray
-        Raw 2D or 3D image.
+    image : np.ndarray or TrainingSource
+        Raw 2D or 3D image, or a source of normalization and patches (several time points,
+        arrays read lazily: :class:`siamdecon.data.TrainingSource`).
     psf : np.ndarray
         Normalized kernel with the image's number of dimensions.
     config : Config
@@ -164,8 +170,9 @@ def train(
         If ``config.prior.source`` names a prior made for another PSF or network.
     """
     t = config.training
-    if image.ndim != config.ndim:
-        raise ValueError(f"the image is {image.ndim}D but the config is for {config.ndim}D")
+    source = image if isinstance(image, TrainingSource) else ImageSource(image)
+    if source.ndim != config.ndim:
+        raise ValueError(f"the image is {source.ndim}D but the config is for {config.ndim}D")
     if t.threads is not None:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
@@ -174,7 +181,7 @@ def train(
     gen = torch.Generator().manual_seed(t.seed)
     intensity_range = intensity_range or t.intensity_range
     low, high = intensity_range if intensity_range is not None else (None, None)
-    standardized, norm = standardize(image, low, high)
+    norm = source.normalization(low, high, noise=t.start == "generic")
     augment = t.augment
     if augment and not psf_is_dihedral(psf):
         warnings.warn(
@@ -193,7 +200,7 @@ def train(
         batch_size = config.prior.fine_tune_batch_size or batch_size
     else:
         steps, lr, weights = t.steps, t.lr, config.loss_weights()
-    sampler = PatchSampler(standardized[None], t.patch_size, batch_size, augment, seed=t.seed)
+    sampler = source.sampler(norm, t.patch_size, batch_size, augment, t.seed)
     net = prefer_channels_last(net.to(device), device)
     # Share the start estimate's operator (and its cached PSF transforms) when there is one.
     op = net.op if net.op is not None else PSFConvolution(psf).to(device)

@@ -504,7 +504,7 @@ def _lr_data(case: MicroscopyCase) -> np.ndarray:
     return np.clip(case.noisy - case.offset, 0.0, None)
 
 
-def _lr_best(case: MicroscopyCase, s: MicroscopySettings, done: dict[str, Any]) -> MethodResult:
+def _lr_best(case: MicroscopyCase, s: MicroscopySettings, done: dict[str, Any], boundary: str = "zero") -> MethodResult:
     """Lucy-Richardson on offset-subtracted data, best iteration count of 1..N (oracle)."""
     best: dict[str, Any] = {"psnr": -np.inf}
     clock = {"t": time.perf_counter(), "spent": 0.0}
@@ -519,7 +519,7 @@ def _lr_best(case: MicroscopyCase, s: MicroscopySettings, done: dict[str, Any]) 
         clock["t"] = time.perf_counter()
 
     t = time.perf_counter()
-    richardson_lucy_series(_lr_data(case), case.psf, [s.lr_iterations], on_iteration=score)
+    richardson_lucy_series(_lr_data(case), case.psf, [s.lr_iterations], on_iteration=score, boundary=boundary)
     search = time.perf_counter() - t
     return MethodResult(best["estimate"], best["seconds"], {"iterations": best["n"], "search_seconds": search})
 
@@ -633,6 +633,9 @@ MICROSCOPY_METHODS: dict[str, Method] = {
     "input": _input,
     "lucy-richardson-best": _lr_best,
     "lucy-richardson-20": _lr_fixed(20),
+    # siamdecon's own Lucy-Richardson, with the object estimated beyond the image's border
+    # (boundary="extend"): not a peer, it shows how much the boundary alone is worth.
+    "lr-extended-best": lambda case, s, done: _lr_best(case, s, done, boundary="extend"),
     "spitfire-best": _spitfire_best,
     "wiener": _wiener,
     "default": _siamdecon(None),
@@ -644,6 +647,7 @@ DEFAULT_METHODS: tuple[str, ...] = (
     "input",
     "lucy-richardson-best",
     "lucy-richardson-20",
+    "lr-extended-best",
     "spitfire-best",
     "wiener",
     "default",

@@ -208,7 +208,9 @@ def write_microscopy_report(out_dir: str | Path) -> Path:
         " (data range 1). `lucy-richardson-best` (offset subtracted and negative counts clipped, best of"
         f" 1-{s.get('lr_iterations')} iterations) and `spitfire-best` (best `reg` of"
         f" {s.get('spitfire_regs')}) are oracles: they pick their parameter with the ground truth, their"
-        " best case. `best-peer` is the better of the two per case. `default` is `siamdecon deconvolve` with"
+        " best case. `best-peer` is the better of the two per case. `lr-extended-best` is siamdecon's own"
+        ' Lucy-Richardson with the object estimated beyond the image border (`boundary="extend"`), with the'
+        " same oracle: not a peer, it shows what the boundary alone is worth. `default` is `siamdecon deconvolve` with"
         " no option; `scratch` adds `--prior none`. The structures come from"
         " `siamdecon.benchmark.structures`, code and parameters separate from the priors' training data"
         " (`siamdecon.simulate`, `siamdecon.prior`).",
