@@ -6,12 +6,14 @@ Public API::
     from siamdecon import widefield_psf, confocal_psf, estimate_psf_from_beads
     from siamdecon import richardson_lucy, spitfire, read_image, write_image, evaluate
     from siamdecon import degrade, Camera, camera_image, pretrain, Prior
+    from siamdecon import deconvolve_files, predict_files, train_file, read_stack, write_stack, Stack
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .batch import deconvolve_files, predict_files, train_file  # noqa: E402
 from .beads import estimate_psf as estimate_psf_from_beads  # noqa: E402
 from .classical import richardson_lucy, richardson_lucy_series  # noqa: E402
 from .config import Config, make_config  # noqa: E402
@@ -33,6 +35,7 @@ from .simulate import (  # noqa: E402
     fluorescence_2d,
     rescale01,
 )
+from .stack import Stack, read_stack, write_stack  # noqa: E402
 from .variational import spitfire  # noqa: E402
 
 __all__ = [
@@ -47,12 +50,14 @@ __all__ = [
     "PSFConvolution",
     "PretrainConfig",
     "Prior",
+    "Stack",
     "SiamdeconError",
     "camera_image",
     "camera_to_truth",
     "confocal_psf",
     "dead_leaves",
     "deconvolve",
+    "deconvolve_files",
     "degrade",
     "estimate_psf_from_beads",
     "evaluate",
@@ -63,13 +68,17 @@ __all__ = [
     "loss_preset",
     "make_config",
     "normalize_psf",
+    "predict_files",
     "pretrain",
     "read_image",
+    "read_stack",
     "rescale01",
     "richardson_lucy",
     "richardson_lucy_series",
     "spitfire",
+    "train_file",
     "validate_psf",
     "widefield_psf",
     "write_image",
+    "write_stack",
 ]

@@ -162,46 +162,164 @@ def _widths(psf) -> str:
     return " x ".join(f"{w:.2f}" for w in psf_widths(psf))
 
 
-def _train(img, kernel, cfg, quiet: bool):
-    from .model import Deconvolver
-    from .prior import resolve_prior
+class OutputType(str, Enum):
+    float32 = "float32"
+    uint16 = "uint16"
 
-    # Resolved here as well as in training so that bad prior files fail before anything runs,
-    # and so that the user is told which start is used.
-    prior = resolve_prior(cfg.prior.source, kernel, cfg)
-    if not quiet:
-        if prior is not None:
-            if prior.matches_psf(kernel):
-                made_for = "pretrained for this PSF"
-            else:
-                made_for = (
-                    f"pretrained for another PSF, RMS widths {_widths(prior.psf)} px against {_widths(kernel)} px"
-                    " for this one"
-                )
-            steps = cfg.prior.fine_tune_steps
-            how = f"fine-tuning {steps} steps with the {cfg.prior.fine_tune_loss} loss" if steps else "used as it is"
-            what = f"starting from prior '{prior.name}' ({made_for}), {how}"
-        else:
-            what = f"{cfg.loss} loss, {cfg.training.steps} steps"
-            if cfg.prior.source == "auto":
-                what += "; no shipped prior for this PSF or one of similar width ('siamdecon pretrain' makes one)"
-        typer.echo(
-            f"training on {img.path} {img.data.shape} ({cfg.preset} preset, {what});"
-            " Ctrl-C stops training early and keeps the current model",
-            err=True,
-        )
-    model = Deconvolver.fit(img.data, kernel, cfg, progress=not quiet)
-    if model.interrupted:
-        typer.echo(f"training stopped early after {len(model.history)} steps", err=True)
-    return model
+
+class Immersion(str, Enum):
+    oil = "oil"
+    water = "water"
+    silicone = "silicone"
+    air = "air"
+
+
+_INPUTS = typer.Argument(
+    ...,
+    help=(
+        "Input file(s), folder(s) or quoted glob(s): TIFF/OME-TIFF/ImageJ hyperstacks, .npy, .png, OME-Zarr"
+        " (.zarr), and CZI/ND2/LIF with the vendor extra."
+    ),
+)
+_OUT = typer.Option(
+    ...,
+    "-o",
+    "--output",
+    help="Output file for one input (.tif OME-TIFF, .npy or .zarr OME-Zarr); output folder for several.",
+)
+_AXES = typer.Option(
+    None, "--axes", help="Axes of the input arrays, e.g. TCZYX, CZYX, TYX (needed for .npy of 4-5 dimensions)."
+)
+_DTYPE = typer.Option(
+    OutputType.float32, "--dtype", help="float32, or uint16 with each channel's scale recorded in the metadata."
+)
+_VOXEL = typer.Option(
+    None, "--voxel-size", help="Voxel size of the images, Z,Y,X or Y,X in um (replaces their metadata)."
+)
+_PSF_VOXEL = typer.Option(
+    None,
+    "--psf-voxel-size",
+    help="Voxel size of the PSF file(s), Z,Y,X or Y,X in um; a PSF on another grid is resampled to the image's.",
+)
+_WORKERS = typer.Option(None, "--workers", min=1, help="Run on a local Dask cluster of N worker processes.")
+_SCHEDULER = typer.Option(
+    None, "--scheduler", help="Run on an existing Dask scheduler, tcp://HOST:PORT (dask-jobqueue, dask-cuda...)."
+)
+_OVERWRITE = typer.Option(
+    False, "--overwrite", help="Redo outputs a folder's manifest records as done, or made with other settings."
+)
+_MISSING = typer.Option(
+    False, "--allow-missing-chunks", help="Accept OME-Zarr inputs with unwritten chunks (read as the fill value)."
+)
+_PER_T = typer.Option(
+    False,
+    "--per-timepoint",
+    help="One model per time point (default: one per channel, trained across its time points).",
+)
+_PSFS = typer.Option(
+    ...,
+    "--psf",
+    help=(
+        "PSF file (.tif, .tiff, .npy): repeat once per channel, in channel order, or give one for all channels;"
+        " or 'auto' to compute a widefield PSF on the image's voxel grid (with --na, --wavelength, --immersion)."
+    ),
+)
+_NA = typer.Option(None, "--na", help="--psf auto: numerical aperture.")
+_WAVELENGTH = typer.Option(
+    None,
+    "--wavelength",
+    help="--psf auto: emission wavelength in um, one for all channels or one per channel (0.52,0.61).",
+)
+_IMMERSION = typer.Option(None, "--immersion", help="--psf auto: immersion medium (default oil).")
+
+
+def _echo(quiet: bool) -> Callable[[str], None]:
+    def log(message: str) -> None:
+        if not quiet or message.startswith("warning"):
+            typer.echo(message, err=True)
+
+    return log
+
+
+def _psf_options(
+    psf: list[str], na: float | None, wavelength: str | None, immersion: Immersion | None, psf_voxel_size: str | None
+):
+    from .axes import parse_triplet
+    from .batch import PSFOptions
+    from .errors import ConfigError
+
+    auto = [p for p in psf if p.strip().lower() == "auto"]
+    if auto:
+        if len(psf) > 1:
+            raise ConfigError("--psf auto computes every channel's PSF; do not give PSF files with it")
+        if psf_voxel_size is not None:
+            raise ConfigError("--psf-voxel-size is the voxel size of PSF files; --psf auto uses the image's grid")
+        if na is None or wavelength is None:
+            raise ConfigError("--psf auto needs --na and --wavelength (emission, um; one per channel or one for all)")
+        try:
+            waves = [float(v) for v in wavelength.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"--wavelength must be numbers in um separated by commas, got {wavelength!r}") from None
+        return PSFOptions(auto=True, na=na, wavelengths=waves, immersion=(immersion or Immersion.oil).value)
+    given = {"--na": na, "--wavelength": wavelength, "--immersion": immersion}
+    wrong = [k for k, v in given.items() if v is not None]
+    if wrong:
+        raise ConfigError(f"{', '.join(wrong)}: only with --psf auto (a computed PSF); PSF files were given")
+    return PSFOptions(files=[Path(p) for p in psf], voxel_size=parse_triplet(psf_voxel_size, None, "--psf-voxel-size"))
+
+
+def _configs(preset, loss, boundary_weight, steps, seed, device, config_file, mask_fraction, prior) -> dict:
+    """The training config for 2D and for 3D inputs (only the config file's own with --config)."""
+    from .config import Config
+
+    if config_file is not None:
+        ndim = Config.load(config_file).ndim
+        return {
+            ndim: _config(ndim, preset, loss, boundary_weight, steps, seed, device, config_file, mask_fraction, prior)
+        }
+    return {
+        ndim: _config(ndim, preset, loss, boundary_weight, steps, seed, device, None, mask_fraction, prior)
+        for ndim in (2, 3)
+    }
+
+
+def _summary(summary, started: float, quiet: bool, single: bool) -> None:
+    if single and summary.ok:
+        if not quiet:
+            r = summary.results[0]
+            typer.echo(f"wrote {r.output} in {time.perf_counter() - started:.1f} s", err=True)
+        return
+    for line in summary.lines():
+        typer.echo(line, err=True)
+    if not summary.ok:
+        # SystemExit, not typer.Exit: the error handler would report a typer.Exit as an error.
+        raise SystemExit(1)
+
+
+def _is_single(inputs: list[Path]) -> bool:
+    from .batch import _many, expand_inputs
+
+    return not _many([str(p) for p in inputs], expand_inputs([str(p) for p in inputs]))
 
 
 @app.command()
 @_handle_errors
 def deconvolve(
-    image: Path = typer.Argument(..., help="Input image or volume (.tif, .tiff, .npy, .png)."),
-    psf: Path = typer.Option(..., "--psf", help="PSF file (.tif, .tiff, .npy), same dimensionality."),
-    out: Path = typer.Option(..., "-o", "--output", help="Output file (.tif, .tiff or .npy), float32."),
+    inputs: list[Path] = _INPUTS,
+    psf: list[str] = _PSFS,
+    out: Path = _OUT,
+    axes: str | None = _AXES,
+    dtype: OutputType = _DTYPE,
+    per_timepoint: bool = _PER_T,
+    psf_voxel_size: str | None = _PSF_VOXEL,
+    voxel_size: str | None = _VOXEL,
+    na: float | None = _NA,
+    wavelength: str | None = _WAVELENGTH,
+    immersion: Immersion | None = _IMMERSION,
+    workers: int | None = _WORKERS,
+    scheduler: str | None = _SCHEDULER,
+    overwrite: bool = _OVERWRITE,
+    allow_missing_chunks: bool = _MISSING,
     preset: Preset = _PRESET,
     loss: Loss | None = _LOSS,
     boundary_weight: float | None = _BOUND,
@@ -210,38 +328,66 @@ def deconvolve(
     prior: str | None = _PRIOR,
     seed: int | None = _SEED,
     device: str | None = _DEVICE,
-    save_model: Path | None = typer.Option(None, "--save-model", help="Also save the trained model here."),
+    save_model: Path | None = typer.Option(
+        None, "--save-model", help="Also save the trained model(s) here (one input; _c0, _c1... per channel)."
+    ),
     config: Path | None = _CONFIG,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
-    """Train on IMAGE (self-supervised) and write its deconvolution to OUT.
+    """Train on each input (self-supervised) and write its deconvolution: every channel and time point.
 
-    With the fast preset and a PSF that a shipped prior was pretrained for (or a PSF of similar
-    width), training starts from that prior (seconds); otherwise it trains from scratch (minutes).
+    Each channel gets its own PSF (--psf once per channel, or once for all), its own model trained
+    on that channel (across its time points, or one per time point with --per-timepoint), its own
+    normalization and output channel. With the fast preset and a PSF that a shipped prior was
+    pretrained for (or a PSF of similar width), training starts from that prior (seconds);
+    otherwise it trains from scratch (minutes). Several inputs (a folder, a glob) go to an output
+    folder with a manifest: a rerun skips finished files and a failed file does not stop the others.
     """
-    _check_output(out)
+    from .axes import parse_triplet
+    from .batch import deconvolve_files
+
+    started = time.perf_counter()
+    opts = _psf_options(psf, na, wavelength, immersion, psf_voxel_size)
     if save_model is not None:
         _check_model_output(save_model)
-    img, kernel = _load_inputs(image, psf)
-    cfg = _config(img.ndim, preset, loss, boundary_weight, steps, seed, device, config, mask_fraction, prior)
-    start = time.perf_counter()
-    model = _train(img, kernel, cfg, quiet)
-    result = model.predict(img.data, progress=not quiet)
-    from .io import write_image
-
-    write_image(out, img.like(result))
-    if save_model is not None:
-        model.save(save_model)
-    if not quiet:
-        typer.echo(f"wrote {out} in {time.perf_counter() - start:.1f} s", err=True)
+    configs = _configs(preset, loss, boundary_weight, steps, seed, device, config, mask_fraction, prior)
+    summary = deconvolve_files(
+        [str(p) for p in inputs],
+        out,
+        opts,
+        config=configs,
+        axes=axes,
+        dtype=dtype.value,
+        per_timepoint=per_timepoint,
+        voxel_size=parse_triplet(voxel_size, None, "--voxel-size"),
+        overwrite=overwrite,
+        allow_missing_chunks=allow_missing_chunks,
+        workers=workers,
+        scheduler=scheduler,
+        save_model=save_model,
+        device=device,
+        progress=not quiet,
+        log=_echo(quiet),
+    )
+    _summary(summary, started, quiet, _is_single(inputs))
 
 
 @app.command()
 @_handle_errors
 def train(
-    image: Path = typer.Argument(..., help="Input image or volume."),
-    psf: Path = typer.Option(..., "--psf", help="PSF file, same dimensionality."),
-    out: Path = typer.Option(..., "-o", "--output", help="Model file to write (e.g. model.pt)."),
+    image: Path = typer.Argument(..., help="Input image, volume or stack (any format 'deconvolve' reads)."),
+    psf: list[str] = _PSFS,
+    out: Path = typer.Option(
+        ..., "-o", "--output", help="Model file to write (e.g. model.pt; _c0, _c1... per channel)."
+    ),
+    axes: str | None = _AXES,
+    per_timepoint: bool = _PER_T,
+    psf_voxel_size: str | None = _PSF_VOXEL,
+    voxel_size: str | None = _VOXEL,
+    na: float | None = _NA,
+    wavelength: str | None = _WAVELENGTH,
+    immersion: Immersion | None = _IMMERSION,
+    allow_missing_chunks: bool = _MISSING,
     preset: Preset = _PRESET,
     loss: Loss | None = _LOSS,
     boundary_weight: float | None = _BOUND,
@@ -253,22 +399,43 @@ def train(
     config: Path | None = _CONFIG,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Train a model on IMAGE and save it (weights, config, PSF and normalization) to OUT."""
+    """Train a model per channel of IMAGE and save it (weights, config, PSF, normalization, axes) to OUT."""
+    from .axes import parse_triplet
+    from .batch import train_file
+
     _check_model_output(out)
-    img, kernel = _load_inputs(image, psf)
-    cfg = _config(img.ndim, preset, loss, boundary_weight, steps, seed, device, config, mask_fraction, prior)
-    model = _train(img, kernel, cfg, quiet)
-    model.save(out)
-    if not quiet:
-        typer.echo(f"wrote model {out}", err=True)
+    opts = _psf_options(psf, na, wavelength, immersion, psf_voxel_size)
+    configs = _configs(preset, loss, boundary_weight, steps, seed, device, config, mask_fraction, prior)
+    train_file(
+        image,
+        out,
+        opts,
+        config=configs,
+        axes=axes,
+        per_timepoint=per_timepoint,
+        voxel_size=parse_triplet(voxel_size, None, "--voxel-size"),
+        allow_missing_chunks=allow_missing_chunks,
+        device=device,
+        progress=not quiet,
+        log=_echo(quiet),
+    )
 
 
 @app.command()
 @_handle_errors
 def predict(
-    image: Path = typer.Argument(..., help="Input image or volume."),
-    model: Path = typer.Option(..., "--model", help="Model file written by 'siamdecon train'."),
-    out: Path = typer.Option(..., "-o", "--output", help="Output file (.tif, .tiff or .npy)."),
+    inputs: list[Path] = _INPUTS,
+    model: list[Path] = typer.Option(
+        ..., "--model", help="Model file from 'siamdecon train': one per channel, in channel order, or one for all."
+    ),
+    out: Path = _OUT,
+    axes: str | None = _AXES,
+    dtype: OutputType = _DTYPE,
+    voxel_size: str | None = _VOXEL,
+    workers: int | None = _WORKERS,
+    scheduler: str | None = _SCHEDULER,
+    overwrite: bool = _OVERWRITE,
+    allow_missing_chunks: bool = _MISSING,
     tile_size: int | None = typer.Option(None, "--tile-size", min=8, help="Tile side (default from the model)."),
     tile_overlap: int | None = typer.Option(None, "--tile-overlap", min=0, help="Tile overlap in pixels."),
     device: str | None = _DEVICE,
@@ -277,28 +444,34 @@ def predict(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Deconvolve IMAGE with a saved model."""
-    from .io import read_image, write_image
-    from .model import Deconvolver
+    """Deconvolve each input with saved model(s): one per channel, or one for all channels."""
+    from .axes import parse_triplet
+    from .batch import predict_files
 
-    _check_output(out)
-    m = Deconvolver.load(model)
-    img = read_image(image, "image")
+    started = time.perf_counter()
     if normalization not in ("model", "image"):
         from .errors import ConfigError
 
         raise ConfigError(f"--normalization must be 'model' or 'image', got {normalization!r}")
-    result = m.predict(
-        img.data,
+    summary = predict_files(
+        [str(p) for p in inputs],
+        out,
+        model,
+        axes=axes,
+        dtype=dtype.value,
+        voxel_size=parse_triplet(voxel_size, None, "--voxel-size"),
+        overwrite=overwrite,
+        allow_missing_chunks=allow_missing_chunks,
+        workers=workers,
+        scheduler=scheduler,
         tile_size=tile_size,
         tile_overlap=tile_overlap,
-        device=device,
         normalization=normalization,
+        device=device,
         progress=not quiet,
+        log=_echo(quiet),
     )
-    write_image(out, img.like(result))
-    if not quiet:
-        typer.echo(f"wrote {out}", err=True)
+    _summary(summary, started, quiet, _is_single(inputs))
 
 
 @app.command("lucy-richardson")
@@ -345,6 +518,7 @@ def lucy_richardson(
 @app.command("psf")
 @_handle_errors
 def psf_command(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "-o", "--output", help="Output PSF file (.tif or .npy)."),
     ndim: int = typer.Option(3, "--ndim", min=2, max=3, help="2: one plane; 3: a z-stack."),
     size: str = typer.Option(
@@ -414,13 +588,42 @@ def psf_command(
     oversample: int | None = typer.Option(
         None, "--oversample", help="Sub-pixel samples per pixel side (default 1; 3 ~ camera pixel integration)."
     ),
+    from_beads: Path | None = typer.Option(
+        None,
+        "--from-beads",
+        help=(
+            "Measure the PSF from this image of sub-resolution beads (2D or 3D, raw counts) instead of"
+            " computing it; its voxel size comes from its metadata, or --pixel-size and --z-step."
+        ),
+    ),
+    like: Path | None = typer.Option(
+        None, "--like", help="--from-beads: resample the PSF to the voxel size of this image (read from its metadata)."
+    ),
+    voxel_size: str | None = typer.Option(
+        None,
+        "--voxel-size",
+        help="--from-beads: resample the PSF to this voxel size (um): one value, or Y,X / Z,Y,X.",
+    ),
+    bead_size: float | None = typer.Option(
+        None, "--bead-size", help="--from-beads: bead diameter (um) to divide out of the PSF (e.g. 0.1)."
+    ),
 ) -> None:
-    """Generate a PSF: the paper's Gibson-Lanni kernel by default, or any widefield/confocal microscope."""
+    """Generate a PSF: the paper's Gibson-Lanni kernel by default, or any widefield/confocal microscope.
+
+    With --from-beads, measure it from an image of beads instead (--size then also takes Z,Y,X).
+    """
     from .errors import ConfigError
     from .io import write_image
     from .psf import confocal_psf, generate_psf, widefield_psf
 
     _check_output(out)
+    if from_beads is not None:
+        _psf_from_beads(ctx, out, from_beads, like, voxel_size, bead_size, size, ndim, pixel_size, z_step)
+        return
+    bead_only = {"--like": like, "--voxel-size": voxel_size, "--bead-size": bead_size}
+    wrong = [name for name, value in bead_only.items() if value is not None]
+    if wrong:
+        raise ConfigError(f"{', '.join(wrong)}: only with --from-beads (a measured PSF)")
 
     def parse_size(name: str, value: str | None) -> int | str | None:
         if value is None or value.strip().lower() == "auto":
@@ -519,6 +722,203 @@ def psf_command(
     typer.echo(f"wrote {out} (shape {' x '.join(str(n) for n in kernel.shape)})", err=True)
 
 
+# Options of the computed PSF that mean nothing for a measured one (--ndim, --size, --pixel-size and
+# --z-step do: checked against the bead image, the output size, the bead image's voxel size).
+_MODEL_OPTIONS = {
+    "na": "--na",
+    "wavelength": "--wavelength",
+    "refractive_index": "--refractive-index",
+    "plane": "--plane",
+    "model": "--model",
+    "scan": "--scan",
+    "num_z": "--num-z",
+    "immersion_index": "--immersion-index",
+    "sample_index": "--sample-index",
+    "depth": "--depth",
+    "defocus": "--defocus",
+    "confocal": "--confocal",
+    "excitation_wavelength": "--excitation-wavelength",
+    "pinhole": "--pinhole",
+    "threshold": "--threshold",
+    "oversample": "--oversample",
+}
+# Units of a voxel size in image metadata, in micrometres.
+_UNITS_UM = {"um": 1.0, "micron": 1.0, "microns": 1.0, "\u00b5m": 1.0, "\u03bcm": 1.0, "nm": 1e-3, "mm": 1e3}
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    # By name: typer may ship its own copy of click's ParameterSource enum.
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _spacing_um(img, what: str) -> tuple[tuple[float, ...] | None, str]:
+    """An image's voxel size in micrometres from its metadata, and a note on how it was read."""
+    from .errors import InputError
+
+    if img.spacing is None:
+        return None, ""
+    unit = (img.unit or "").strip()
+    if not unit:
+        if all(float(v) == 1.0 for v in img.spacing):
+            return None, ""  # an uncalibrated file (ImageJ writes a resolution of 1 and no unit)
+        return tuple(float(v) for v in img.spacing), f" (the {what} file names no unit: taken as um)"
+    factor = _UNITS_UM.get(unit.lower()) or _UNITS_UM.get(unit)
+    if factor is None:
+        if unit.lower() in ("pixel", "pixels", "px"):
+            return None, ""
+        raise InputError(
+            f"{what} '{img.path}' gives its voxel size in '{unit}', which siamdecon cannot convert to um;"
+            " give the voxel size on the command line instead"
+        )
+    return tuple(float(v) * factor for v in img.spacing), ""
+
+
+def _parse_voxel(text: str, ndim: int, name: str) -> tuple[float, ...]:
+    from .errors import ConfigError
+
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * ndim
+    if len(values) != ndim or not all(v > 0 and v < float("inf") for v in values):
+        axes = "Z,Y,X" if ndim == 3 else "Y,X"
+        raise ConfigError(f"{name} must be one positive size in um or {ndim} ({axes}), got {text!r}")
+    return tuple(values)
+
+
+def _parse_bead_size(text: str, ndim: int) -> tuple[int, ...] | None:
+    from .errors import ConfigError
+
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * ndim
+    if len(values) != ndim or any(v <= 0 or v % 2 == 0 for v in values):
+        axes = "Z,Y,X" if ndim == 3 else "Y,X"
+        raise ConfigError(
+            f"--size must be 'auto', one positive odd integer or {ndim} ({axes}) for this {ndim}D bead image,"
+            f" got {text!r}"
+        )
+    return tuple(values)
+
+
+def _psf_from_beads(
+    ctx: typer.Context,
+    out: Path,
+    beads: Path,
+    like: Path | None,
+    voxel_size: str | None,
+    bead_size: float | None,
+    size: str,
+    ndim: int,
+    pixel_size: float,
+    z_step: float,
+) -> None:
+    """``siamdecon psf --from-beads``: measure, optionally resample, report and write the PSF."""
+    import numpy as np
+
+    from .beads import estimate_psf, psf_fwhm, resample_psf
+    from .errors import ConfigError, InputError
+    from .io import ImageData, read_image, write_image
+
+    wrong = [flag for name, flag in _MODEL_OPTIONS.items() if _given(ctx, name)]
+    if wrong:
+        raise ConfigError(
+            f"{', '.join(wrong)}: options of the computed PSF model, not of one measured with --from-beads"
+        )
+    if like is not None and voxel_size is not None:
+        raise ConfigError("give --like or --voxel-size, not both: both set the voxel size to resample to")
+    if bead_size is not None and not bead_size > 0:
+        raise ConfigError(f"--bead-size must be a positive diameter in um, got {bead_size}")
+    img = read_image(beads, "bead image")
+    nd = img.ndim
+    if _given(ctx, "ndim") and ndim != nd:
+        raise InputError(f"bead image '{beads}' is {nd}D (shape {img.data.shape}) but --ndim {ndim} was given")
+    shape = _parse_bead_size(size, nd) if _given(ctx, "size") else None
+
+    # The bead image's voxel size: its metadata, where --pixel-size / --z-step given override it.
+    voxel, voxel_note = _spacing_um(img, "bead image")
+    given_xy, given_z = _given(ctx, "pixel_size"), _given(ctx, "z_step")
+    if given_z and nd == 2:
+        raise ConfigError("--z-step: the bead image is 2D")
+    if given_xy or given_z:
+        if voxel is None and nd == 3 and not (given_xy and given_z):
+            raise InputError(
+                f"bead image '{beads}' has no voxel size in its metadata; give both --pixel-size and --z-step"
+            )
+        base = list(voxel) if voxel is not None else [pixel_size] * nd
+        if given_xy:
+            base[-2:] = [pixel_size, pixel_size]
+        if given_z:
+            base[0] = z_step
+        voxel_note = " (from the command line)" if voxel is None else " (metadata overridden by the command line)"
+        voxel = tuple(base)
+
+    target: tuple[float, ...] | None = None
+    like_img = None
+    if like is not None:
+        like_img = read_image(like, "--like image")
+        if like_img.ndim != nd:
+            raise InputError(
+                f"--like image '{like}' is {like_img.ndim}D but bead image '{beads}' is {nd}D; measure the PSF"
+                " from beads imaged like the data (a z-stack for a volume, one plane for an image)"
+            )
+        target, _ = _spacing_um(like_img, "--like image")
+        if target is None:
+            raise InputError(f"--like image '{like}' has no voxel size in its metadata; give --voxel-size instead")
+    elif voxel_size is not None:
+        target = _parse_voxel(voxel_size, nd, "--voxel-size")
+    needs_voxel = [n for n, on in (("--bead-size", bead_size is not None), ("resampling", target is not None)) if on]
+    if voxel is None and needs_voxel:
+        zs = " and --z-step" if nd == 3 else ""
+        raise InputError(
+            f"bead image '{beads}' has no voxel size in its metadata, which {' and '.join(needs_voxel)} need(s);"
+            f" give it with --pixel-size{zs} (um)"
+        )
+
+    data = img.data
+    if np.dtype(img.original_dtype).kind in "iu":
+        # Raw integer counts: the dtype's full scale is how saturated beads are recognized.
+        data = data.astype(img.original_dtype)
+    resample = target is not None and not np.allclose(target, voxel, rtol=1e-6)  # type: ignore[arg-type]
+    result = estimate_psf(data, shape=None if resample else shape, voxel=voxel, bead_diameter=bead_size)
+    kernel = result.psf
+    lines = [f"bead image {beads}: {'x'.join(str(s) for s in data.shape)}"]
+    if voxel is not None:
+        lines[0] += f", voxel {', '.join(f'{v:g}' for v in voxel)} um{voxel_note}"
+    lines += result.summary()
+    final_voxel = voxel
+    if resample:
+        kernel = resample_psf(kernel, voxel, target, shape=shape)  # type: ignore[arg-type]
+        final_voxel = target
+        axes = "zyx"[-nd:]
+        widths = psf_fwhm(kernel)
+        fwhm = ", ".join(f"{a} {w:.2f} px ({w * v:.3f} um)" for a, w, v in zip(axes, widths, target))  # type: ignore[arg-type]
+        source = f"--like {like}" if like is not None else "--voxel-size"
+        lines.append(
+            f"resampled to voxel {', '.join(f'{v:g}' for v in target)} um ({source}):"  # type: ignore[union-attr]
+            f" {'x'.join(str(s) for s in kernel.shape)}, FWHM {fwhm}"
+        )
+    if like_img is not None and any(k > n for k, n in zip(kernel.shape, like_img.data.shape)):
+        raise InputError(
+            f"the measured PSF ({'x'.join(map(str, kernel.shape))}) is larger than the --like image '{like}'"
+            f" ({'x'.join(map(str, like_img.data.shape))}); give a smaller odd --size"
+        )
+    for line in lines:
+        typer.echo(line, err=True)
+    spacing = tuple(final_voxel) if final_voxel is not None else None
+    write_image(out, ImageData(np.asarray(kernel, np.float32), spacing=spacing, unit="um" if spacing else None))
+    typer.echo(f"wrote {out} (shape {' x '.join(str(n) for n in kernel.shape)})", err=True)
+
+
 @app.command()
 @_handle_errors
 def pretrain(
@@ -556,6 +956,50 @@ def pretrain(
     prior.save(out)
     if not quiet:
         typer.echo(f"wrote prior {out} ({prior.info['steps']} steps, {prior.info['seconds']:.0f} s)", err=True)
+
+
+@app.command("export-bmz")
+@_handle_errors
+def export_bmz_command(
+    model: Path = typer.Argument(..., help="Model file written by 'siamdecon train' or '--save-model'."),
+    out: Path = typer.Option(..., "-o", "--output", help="Package to write (.zip)."),
+    test_image: Path | None = typer.Option(
+        None,
+        "--test-image",
+        help="Image to take the package's test input from (a centre crop; default: a synthetic image).",
+    ),
+    name: str | None = typer.Option(None, "--name", help="Name of the package."),
+    author: list[str] | None = typer.Option(None, "--author", help="An author's name (repeat for several)."),
+    license_id: str = typer.Option("MIT", "--license", help="SPDX licence identifier of the package."),
+    test: bool = typer.Option(True, "--test/--no-test", help="Run bioimageio.core's test_model on the package."),
+) -> None:
+    """Export MODEL as a BioImage Model Zoo package (model spec 0.5, PyTorch state dict); needs siamdecon[bmz]."""
+    from .bmz import export_bmz
+    from .io import read_image
+
+    image = None
+    if test_image is not None:
+        image = read_image(test_image, "test image").data
+    result = export_bmz(
+        model,
+        out,
+        name=name,
+        authors=list(author) if author else None,
+        test_image=image,
+        license=license_id,
+        run_test=test,
+    )
+    typer.echo(
+        f"wrote {result.path}: the package's network matches siamdecon's prediction to {result.max_difference:.3g}"
+        f" (output range {result.output_range:.3g})",
+        err=True,
+    )
+    if result.test_passed is None:
+        return
+    if not result.test_passed:
+        _err(f"bioimageio.core test_model failed on '{out}': " + "; ".join(result.test_details))
+        raise typer.Exit(code=1)
+    typer.echo("bioimageio.core test_model: passed", err=True)
 
 
 @app.command()

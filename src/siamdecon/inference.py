@@ -4,6 +4,11 @@ Each tile's prediction is weighted by a separable pyramid, highest at the tile c
 its border, so that the unreliable margins of a tile (where the network saw padding instead of
 context) count least and neighbouring tiles blend without seams. Outputs always have exactly the
 input's spatial shape.
+
+:func:`predict_tiled_region` does the same for one region of an array that need not be in memory
+(a Zarr store): it reads the region with ``margin`` voxels of real context around it and returns
+the prediction of the region alone, so that a volume larger than memory is processed block by
+block, each block independently (in another process, if wanted).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .runtime import keep_freed_memory
 
-__all__ = ["tile_layout", "pyramid_weights", "predict_tiled", "with_augmentation"]
+__all__ = ["tile_layout", "pyramid_weights", "predict_tiled", "predict_tiled_region", "with_augmentation"]
 
 
 def tile_layout(n: int, tile: int, overlap: int) -> tuple[int, list[int]]:
@@ -152,4 +157,85 @@ def predict_tiled(
                 bar.update(len(chunk))
     finally:
         bar.close()
+    return (out / norm).numpy()
+
+
+def predict_tiled_region(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    read: Callable[[tuple[slice, ...]], np.ndarray],
+    spatial: tuple[int, ...],
+    region: tuple[slice, ...],
+    tile_size: int,
+    overlap: int,
+    *,
+    batch_size: int = 4,
+    margin: int = 0,
+    out_channels: int = 1,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Predict one region of a large array: tiles of the region, with context read around them.
+
+    The region is covered by overlapping tiles as :func:`predict_tiled` covers a whole image, and
+    every tile sees ``margin`` voxels of context read from the array itself (not padding) where the
+    array extends beyond the region. With the region equal to the whole array this is exactly
+    :func:`predict_tiled`.
+
+    Parameters
+    ----------
+    fn : callable
+        Maps ``(B, C, *tile)`` to ``(B, out_channels, *tile)``.
+    read : callable
+        ``read(window)`` returns the ``(C, *window)`` float32 input for a tuple of spatial slices.
+    spatial : tuple of int
+        Spatial shape of the whole array.
+    region : tuple of slice
+        The region to predict (spatial, with explicit starts and stops).
+    tile_size, overlap, batch_size, margin, out_channels, device
+        As for :func:`predict_tiled`.
+
+    Returns
+    -------
+    np.ndarray
+        ``(out_channels, *region_shape)`` float32 prediction of the region.
+    """
+    if overlap >= tile_size:
+        raise ValueError(f"overlap ({overlap}) must be smaller than the tile size ({tile_size})")
+    keep_freed_memory(device)
+    core_shape = tuple(r.stop - r.start for r in region)
+    layouts = [tile_layout(n, tile_size, overlap) for n in core_shape]
+    tile = tuple(length for length, _ in layouts)
+    window = tuple(min(t + 2 * margin, n) for t, n in zip(tile, spatial, strict=False))
+    regions = list(_tiles(core_shape, tile, [starts for _, starts in layouts]))
+
+    def context(core: tuple[slice, ...]) -> tuple[list[int], tuple[slice, ...]]:
+        # In array coordinates, the window is shifted (not clipped) at the array border, as in predict_tiled.
+        starts = [
+            min(max(r.start + c.start - margin, 0), n - w)
+            for c, r, n, w in zip(core, region, spatial, window, strict=False)
+        ]
+        inner = tuple(
+            slice(r.start + c.start - a, r.start + c.stop - a) for c, r, a in zip(core, region, starts, strict=False)
+        )
+        return starts, inner
+
+    plans = [(r, *context(r)) for r in regions]
+    # Read once everything the tiles' windows touch: the region and up to `margin` around it.
+    lo = [min(p[1][i] for p in plans) for i in range(len(spatial))]
+    hi = [max(p[1][i] for p in plans) + window[i] for i in range(len(spatial))]
+    src = torch.from_numpy(np.ascontiguousarray(read(tuple(slice(a, b) for a, b in zip(lo, hi, strict=False)))))
+    weights = torch.from_numpy(pyramid_weights(tile))
+    out = torch.zeros((out_channels, *core_shape), dtype=torch.float32)
+    norm = torch.zeros(core_shape, dtype=torch.float32)
+
+    with torch.no_grad():
+        for b in range(0, len(plans), batch_size):
+            chunk = plans[b : b + batch_size]
+            wins = [
+                tuple(slice(a - o, a - o + w) for a, o, w in zip(st, lo, window, strict=False)) for _, st, _ in chunk
+            ]
+            batch = torch.stack([src[(slice(None), *win)] for win in wins]).to(device)
+            pred = fn(batch).float().cpu()
+            for (core, _, inner), p in zip(chunk, pred, strict=False):
+                out[(slice(None), *core)] += p[(slice(None), *inner)] * weights
+                norm[core] += weights
     return (out / norm).numpy()
