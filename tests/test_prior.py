@@ -10,7 +10,15 @@ from siamdecon.cli import app
 from siamdecon.data import Normalization
 from siamdecon.errors import ConfigError, InputError
 from siamdecon.io import write_image
-from siamdecon.prior import PretrainConfig, Prior, pretrain, resolve_prior, shipped_priors, synthetic_pairs
+from siamdecon.prior import (
+    PretrainConfig,
+    Prior,
+    config_for_psf,
+    pretrain,
+    resolve_prior,
+    shipped_priors,
+    synthetic_pairs,
+)
 from siamdecon.simulate import dead_leaves, fluorescence_2d, rescale01, tubes_3d
 from siamdecon.training import build_network
 
@@ -170,7 +178,7 @@ def test_the_shipped_prior_fits_the_paper_psf_and_beats_lucy_richardson(psf2d):
     # The fast preset's default start for the paper's 2D PSF, without any fine-tuning, on an image
     # it never saw (pretraining uses synthetic images only).
     assert shipped_priors(), "the package ships no prior"
-    cfg = make_config("fast", ndim=2, fine_tune_steps=0)
+    cfg = config_for_psf(make_config("fast", ndim=2, fine_tune_steps=0), psf2d)
     prior = resolve_prior("auto", psf2d, cfg)
     assert prior is not None and prior.matches_psf(psf2d)
     from skimage import data
@@ -216,12 +224,12 @@ def test_cli_says_when_no_shipped_prior_fits_the_psf(tmp_path):
 
 def test_the_shipped_3d_prior_fits_the_paper_psf_and_is_used_without_fine_tuning(psf3d, rng):
     cfg = make_config("fast", ndim=3)
-    prior = resolve_prior("auto", psf3d, cfg)
+    prior = resolve_prior("auto", psf3d, config_for_psf(cfg, psf3d))
     assert prior is not None and prior.psf.ndim == 3
-    assert cfg.prior.fine_tune_steps == 0
     volume = degrade(rescale01(rng.random((20, 40, 40))), psf3d, seed=2)
     model = Deconvolver.fit(volume, psf3d, cfg, progress=False)
     assert model.prior == prior.name and model.history == []
+    assert model.config.training.start == "lucy-richardson" and model.config.prior.fine_tune_steps == 0
     assert model.predict(volume).shape == volume.shape
 
 
@@ -246,16 +254,22 @@ def test_psf_widths_per_axis():
     assert psf_widths(g) == pytest.approx((1.5, 3.0), rel=1e-6)
 
 
+def _lr_start(ndim, **kw):
+    return make_config("fast", ndim=ndim, training={"start": "lucy-richardson", "start_iterations": 1}, **kw)
+
+
 def test_auto_transfers_the_nearest_prior_to_a_psf_of_similar_width(psf2d, psf3d):
     from siamdecon.prior import TRANSFER_RATIO
     from siamdecon.psf import generate_psf, psf_widths
 
+    # The transfer rule, for configs with the shipped priors' start (the fast preset's own generic
+    # start takes the generic prior instead).
     narrower = generate_psf(ndim=2, plane=2)  # RMS widths 2.01 px against 2.60 (radius 2.85 against 3.67)
-    cfg = make_config("fast", ndim=2)
+    cfg = _lr_start(2)
     assert cfg.prior.transfer
     prior = resolve_prior("auto", narrower, cfg)
     assert prior is not None and not prior.matches_psf(narrower) and prior.matches_psf(psf2d)
-    assert resolve_prior("auto", narrower, make_config("fast", ndim=2, prior={"transfer": False})) is None
+    assert resolve_prior("auto", narrower, _lr_start(2, prior={"transfer": False})) is None
     # Too far in width: no prior (the paper prior's PSF is 2.60 px per axis; these 0.8 and 6.0 px).
     low, high = TRANSFER_RATIO[2]
     for half, sigma in ((4, 0.8), (20, 6.0)):
@@ -269,10 +283,10 @@ def test_auto_transfers_the_nearest_prior_to_a_psf_of_similar_width(psf2d, psf3d
     streak = np.exp(-(yy**2) / (2 * (3 * w) ** 2) - xx**2 / (2 * w**2))
     assert resolve_prior("auto", streak / streak.sum(), cfg) is None
     # 3D: NA 0.7 instead of 0.8 (lateral widths 0.93x) gets the 3D prior, used as it is.
-    cfg3 = make_config("fast", ndim=3)
+    cfg3 = _lr_start(3)
     other3 = generate_psf(ndim=3, na=0.7)
     prior3 = resolve_prior("auto", other3, cfg3)
-    assert prior3 is not None and prior3.matches_psf(psf3d) and cfg3.prior.fine_tune_steps == 0
+    assert prior3 is not None and prior3.matches_psf(psf3d)
 
 
 def test_cli_says_when_it_transfers_a_prior(tmp_path):
@@ -283,7 +297,33 @@ def test_cli_says_when_it_transfers_a_prior(tmp_path):
     np.save(tmp_path / "psf.npy", generate_psf(ndim=2, plane=2))
     write_image(tmp_path / "img.tif", rescale01(data.camera()[100:164, 100:164]))
     args = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "-o", str(tmp_path / "o.tif")]
-    res = runner.invoke(app, [*args, "--steps", "2"])
+    _lr_start(2).save(tmp_path / "lr-start.yaml")
+    res = runner.invoke(app, [*args, "--steps", "2", "--config", str(tmp_path / "lr-start.yaml")])
     assert res.exit_code == 0, res.output
     assert "pretrained for another PSF, RMS widths 2.60 x 2.60 px against 2.01 x 2.01 px" in res.output
     assert "fine-tuning 2 steps" in res.output
+
+
+def test_the_fast_preset_adopts_the_start_of_a_prior_made_for_this_psf(psf2d):
+    from pathlib import Path
+
+    fast2 = make_config("fast", ndim=2)
+    assert fast2.training.start == "generic"
+    adopted = config_for_psf(fast2, psf2d)
+    assert (adopted.training.start, adopted.training.start_iterations) == ("lucy-richardson", 1)
+    assert adopted.training.start_extra_iterations == () and adopted.prior.fine_tune_steps == 200
+    # Another PSF, a start the user chose, or another prior source: the config as it is.
+    yy, xx = np.mgrid[-7:8, -7:8]
+    other = np.exp(-(yy**2 + xx**2) / (2 * 2.5**2))
+    other /= other.sum()
+    assert config_for_psf(fast2, other) == fast2
+    chosen = make_config("fast", ndim=2, training={"start_iterations": 6})
+    assert config_for_psf(chosen, psf2d) == chosen
+    none = make_config("fast", ndim=2, prior={"source": "none"})
+    assert config_for_psf(none, psf2d) == none
+    # In 3D the paper-PSF prior is used as it is, unless the user asked for fine-tuning steps.
+    psf3d = np.load(Path(__file__).parent / "data" / "paper_psf_3d.npy")
+    fast3 = config_for_psf(make_config("fast", ndim=3), psf3d)
+    assert fast3.training.start == "lucy-richardson" and fast3.prior.fine_tune_steps == 0
+    asked = config_for_psf(make_config("fast", ndim=3, fine_tune_steps=50), psf3d)
+    assert asked.prior.fine_tune_steps == 50

@@ -895,15 +895,25 @@ def describe_start(kernel: np.ndarray, config: Config) -> str:
 
     Resolving the prior here also makes a bad prior file fail before any training.
     """
-    from .prior import resolve_prior
+    from .prior import config_for_psf, resolve_prior
     from .psf import psf_widths
+
+    config = config_for_psf(config, kernel)
 
     def widths(k: np.ndarray) -> str:
         return " x ".join(f"{w:.2f}" for w in psf_widths(k))
 
+    t = config.training
+    if t.start == "generic":
+        its = ", ".join(str(n) for n in (t.start_iterations, *t.start_extra_iterations))
+        begin = f"network on Lucy-Richardson estimates ({its} iterations, object extended) and the estimated noise; "
+    elif t.start == "lucy-richardson":
+        begin = f"network correcting {t.start_iterations} Lucy-Richardson iteration(s); "
+    else:
+        begin = f"network start '{t.start}'; "
     prior = resolve_prior(config.prior.source, kernel, config)
     if prior is None:
-        what = f"{config.loss} loss, {config.training.steps} steps"
+        what = begin + f"trained from scratch on the image: {config.loss} loss, {config.training.steps} steps"
         if config.prior.source == "auto":
             what += "; no shipped prior for this PSF or one of similar width ('siamdecon pretrain' makes one)"
         return what
@@ -917,7 +927,7 @@ def describe_start(kernel: np.ndarray, config: Config) -> str:
         )
     steps = config.prior.fine_tune_steps
     how = f"fine-tuning {steps} steps with the {config.prior.fine_tune_loss} loss" if steps else "used as it is"
-    return f"starting from prior '{prior.name}' ({made_for}), {how}"
+    return begin + f"starting from prior '{prior.name}' ({made_for}), {how}"
 
 
 def process_file(

@@ -96,9 +96,10 @@ def bmz_kwargs(model: Deconvolver) -> dict:
     cfg = model.config
     if cfg.training.start == "generic":
         raise ConfigError(
-            "this model starts from the generic Lucy-Richardson channels (training.start='generic', the fast 2D"
-            " default), which the BioImage Model Zoo package does not implement yet; train with"
-            " --set training.start=lucy-richardson (or --preset paper) to export it"
+            "this model starts from the generic Lucy-Richardson channels (training.start='generic', the fast"
+            " preset's default), which the BioImage Model Zoo package does not implement yet; to export a model,"
+            " train it with a config whose training.start is 'lucy-richardson' ('siamdecon config -o c.yaml',"
+            " edit, then --config c.yaml) or with --preset paper"
         )
     return {
         "ndim": cfg.ndim,

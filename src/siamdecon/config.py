@@ -260,13 +260,15 @@ def _paper(ndim: int) -> dict[str, Any]:
 
 
 def _fast(ndim: int) -> dict[str, Any]:
-    # Chosen by measurement (benchmarks/camera_fast.py, quality_curve.py and README "Performance"):
-    # a narrow U-Net correcting one Lucy-Richardson step, many small batches. In 2D a 2 % mask
-    # (paper: 0.5 %) keeps Eq. 4 from fitting the noise on flat or small images: +0.39 dB over the
-    # best Lucy-Richardson on the 14-image suite instead of +0.25, in the same time.
+    # Chosen by measurement on this CPU (docs/performance/README.md, docs/benchmark-microscopy.md).
+    # The network corrects Lucy-Richardson estimates computed with the object extended beyond the
+    # field (no dark rim, so PSFs wider than a patch work) and sees the noise level estimated from
+    # the image, so one network serves any PSF and camera.
+    generic = {"start": "generic", "start_iterations": 4, "start_extra_iterations": (16,)}
     if ndim == 2:
         return {
             "network": {"width": 16, "levels": 3, "skip": "concat", "norm": "none"},
+            # A 2 % mask (paper: 0.5 %) keeps Eq. 4 from fitting the noise on flat or small images.
             "mask": {"fraction": 0.02},
             "training": {
                 "steps": 800,
@@ -274,20 +276,12 @@ def _fast(ndim: int) -> dict[str, Any]:
                 "patch_size": 64,
                 "lr": 2e-3,
                 "schedule": "onecycle",
-                "start": "lucy-richardson",
-                "start_iterations": 1,
+                **generic,
                 "loss_border": 8,
             },
             "inference": {"tile_size": 512, "tile_overlap": 32, "context": 32, "tta": True},
-            # A prior pretrained on synthetic images for this PSF, when one ships, then blind-spot
-            # fine-tuning: Eq. 4 fine-tuning pulled the prior down. On the 14-image suite, 800 steps
-            # of batch 4 at lr 2e-4 gave +1.00 dB over the best LR in 48 s per 512^2 image; 200
-            # steps of batch 16 (the same patches, a more efficient step) at lr 2e-4/4e-4/8e-4/
-            # 1.6e-3/3.2e-3 gave +0.96/+1.01/+1.05/+1.08/+1.03 dB in 41 s (README "Priors").
-            # With another PSF 0.55-1.38x as wide, the paper-PSF prior fine-tuned with that PSF beat
-            # training from scratch by +0.49 to +3.14 dB on average (camera, coins, cell; 11 of 12
-            # pairs, the other -0.05) in half the time; at 1.90x it was level
-            # (benchmarks/prior_transfer.py), hence "transfer" within 0.5-1.5x.
+            # The shipped generic prior (pretrained on random PSFs, cameras and structures), then
+            # blind-spot fine-tuning on the image: Eq. 4 fine-tuning pulled priors down.
             "prior": {
                 "source": "auto",
                 "fine_tune_steps": 200,
@@ -304,17 +298,13 @@ def _fast(ndim: int) -> dict[str, Any]:
             "patch_size": 48,
             "lr": 2e-3,
             "schedule": "onecycle",
-            "start": "lucy-richardson",
-            "start_iterations": 1,
+            **{**generic, "start_iterations": 8, "start_extra_iterations": (24,)},
             "loss_border": 8,
         },
         "inference": {"tile_size": 96, "tile_overlap": 16, "context": 16},
-        # The shipped 3D prior alone was 2.2 dB above the best LR on the benchmark volume; 50-100
-        # blind-spot fine-tuning steps lost 1.3 dB of that, so a 3D prior is used as it is. With
-        # another PSF (NA 0.7, 0.3 um pixels or 0.6 um z steps: lateral widths 0.93x, 1.28x, 1.35x)
-        # the paper prior alone was still 1.7-1.8 dB above training from scratch
-        # (benchmarks/prior_transfer.py).
-        "prior": {"source": "auto", "fine_tune_steps": 0, "transfer": True},
+        # No shipped 3D prior fits this network: the default trains on the image itself. A prior
+        # that does (--prior FILE) is fine-tuned for the training steps.
+        "prior": {"source": "auto", "fine_tune_steps": 200, "transfer": True},
     }
 
 
@@ -384,6 +374,15 @@ def make_config(preset: str = "fast", ndim: int = 2, **overrides: Any) -> Config
                 f" {sections[0]}={{{key!r}: ...}}"
             )
         data.setdefault(sections[0], {})[key] = value
+    training = data.get("training", {})
+    given = {
+        **overrides.get("training", {}),
+        **{k: v for k, v in overrides.items() if k in TrainingConfig.model_fields},
+    }
+    if training.get("start") != "generic" and "start_extra_iterations" not in given:
+        # The preset's extra estimates belong to its generic start: another start asked for
+        # replaces the preset's, extras included (extras given with it are still refused).
+        training.pop("start_extra_iterations", None)
     if data.get("loss") not in (*LOSS_PRESETS, "custom"):
         raise ConfigError(f"unknown loss {data.get('loss')!r}; choose one of {', '.join(LOSS_PRESETS)}")
     try:

@@ -121,7 +121,7 @@ class Deconvolver:
         result: TrainResult = train(image, psf, config, progress=progress, **kwargs)
         return cls(
             result.network,
-            config,
+            result.config or config,
             psf,
             result.normalization,
             result.history,
@@ -155,7 +155,7 @@ class Deconvolver:
         result = train_on_arrays(arrays, psf, config, progress=progress, where=where, **extra, **kwargs)
         return cls(
             result.network,
-            config,
+            result.config or config,
             psf,
             result.normalization,
             result.history,

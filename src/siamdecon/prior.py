@@ -449,8 +449,10 @@ def pretrain(
     info = {
         "steps": len(losses),
         "seconds": time.perf_counter() - start_time,
-        "initial_loss": float(np.mean(losses[:10])) if losses else float("nan"),
-        "final_loss": float(np.mean(losses[-100:])) if losses else float("nan"),
+        # Means over the first and last tenth (at most 10 and 100 steps): a short run's final
+        # figure must not average its own start in.
+        "initial_loss": float(np.mean(losses[: max(1, min(10, len(losses) // 10))])) if losses else float("nan"),
+        "final_loss": float(np.mean(losses[-max(1, min(100, len(losses) // 10)) :])) if losses else float("nan"),
         "interrupted": int(interrupted),
         "siamdecon_version": __version__,
     }
@@ -482,6 +484,54 @@ def _load_shipped(path: Path) -> Prior:
     # Package files do not change while running; "auto" is resolved by the CLI and again by
     # training, for every image of a batch or benchmark.
     return Prior.load(path)
+
+
+def config_for_psf(config: Config, psf: np.ndarray) -> Config:
+    """The config that runs for this PSF: ``config`` itself, or, for the ``fast`` preset's own start
+    with ``prior.source="auto"``, the start of a shipped prior pretrained for exactly this PSF when
+    the preset's start has none.
+
+    A prior made for one PSF (the paper's) beats the generic start on that PSF's data, but it
+    corrects another start than the preset's; so its start is adopted, and in 3D it is used as it
+    is (fine-tuning it on the image lost quality). Starts or fine-tuning steps the user chose are kept.
+
+    Parameters
+    ----------
+    config : Config
+        The run's config.
+    psf : np.ndarray
+        The normalized PSF of the image.
+    """
+    from .config import make_config
+
+    if config.prior.source != "auto" or config.preset != "fast":
+        return config
+    preset = make_config("fast", config.ndim)
+    t, d = config.training, preset.training
+    if (t.start, t.start_iterations, tuple(t.start_extra_iterations)) != (
+        d.start,
+        d.start_iterations,
+        tuple(d.start_extra_iterations),
+    ):
+        return config
+    shipped = [_load_shipped(p) for p in shipped_priors()]
+    if any(p.incompatibility(config) is None and p.matches_psf(psf) for p in shipped):
+        return config
+    for p in shipped:
+        if p.generic or p.ndim != config.ndim or p.network != config.network or not p.matches_psf(psf):
+            continue
+        training = t.model_copy(
+            update={
+                "start": p.start,
+                "start_iterations": p.start_iterations,
+                "start_extra_iterations": tuple(p.start_extra_iterations),
+            }
+        )
+        update: dict = {"training": training}
+        if config.ndim == 3 and config.prior.fine_tune_steps == preset.prior.fine_tune_steps:
+            update["prior"] = config.prior.model_copy(update={"fine_tune_steps": 0})
+        return config.model_copy(update=update)
+    return config
 
 
 def resolve_prior(choice: str, psf: np.ndarray, config: Config) -> Prior | None:

@@ -25,7 +25,7 @@ from .losses import LossInputs, compute_losses, loss_preset
 from .masking import apply_mask, stratified_mask
 from .network import DeconvolutionNetwork, UNet, prefer_channels_last
 from .operators import PSFConvolution
-from .prior import resolve_prior
+from .prior import config_for_psf, resolve_prior
 from .runtime import keep_freed_memory
 
 __all__ = ["resolve_device", "build_network", "TrainResult", "train"]
@@ -85,6 +85,7 @@ class TrainResult:
     seconds: float = 0.0
     interrupted: bool = False
     prior: str | None = None
+    config: Config | None = None
 
 
 def _scheduler(opt: torch.optim.Optimizer, config: Config, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
@@ -169,6 +170,7 @@ def train(
     ConfigError
         If ``config.prior.source`` names a prior made for another PSF or network.
     """
+    config = config_for_psf(config, psf)
     t = config.training
     source = image if isinstance(image, TrainingSource) else ImageSource(image)
     if source.ndim != config.ndim:
@@ -260,4 +262,6 @@ def train(
     if config.network.norm == "batch" and t.recalibrate_norm:
         _recalibrate(net, sampler, device)
     net.eval()
-    return TrainResult(net, norm, history, time.perf_counter() - start_time, interrupted, prior.name if prior else None)
+    return TrainResult(
+        net, norm, history, time.perf_counter() - start_time, interrupted, prior.name if prior else None, config
+    )

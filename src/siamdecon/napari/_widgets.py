@@ -283,7 +283,7 @@ class DeconvolveWidget(_JobWidget):
 
     def _prepare(self) -> tuple[Callable[[_Job], Any], int]:
         from ..config import make_config
-        from ..prior import resolve_prior
+        from ..prior import config_for_psf, resolve_prior
         from ..psf import check_psf_fits, load_psf, normalize_psf, validate_psf
 
         layer = self._image.value
@@ -333,8 +333,9 @@ class DeconvolveWidget(_JobWidget):
             kernel = psf
             if kernel is None:
                 kernel = _psf_from_parameters(nd, data.shape, na, wavelength, index, pixel, z_step)
-            prior = resolve_prior(config.prior.source, kernel, config)
-            total = config.prior.fine_tune_steps if prior is not None else config.training.steps
+            run = config_for_psf(config, normalize_psf(kernel))
+            prior = resolve_prior(run.prior.source, normalize_psf(kernel), run)
+            total = run.prior.fine_tune_steps if prior is not None else run.training.steps
 
             def callback(step: int, logs: dict[str, float], _net: Any) -> None:
                 job.check()
