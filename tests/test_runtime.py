@@ -17,6 +17,7 @@ glibc = pytest.mark.skipif(
 def fresh(monkeypatch):
     """Forget whether this process already applied the setting, and clear the opt-outs."""
     monkeypatch.setattr(runtime, "_applied", None)
+    monkeypatch.setattr(runtime, "_allowed", True)
     for name in ("SIAMDECON_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
@@ -63,3 +64,23 @@ def test_cpu_training_and_tiled_prediction_ask_for_it(monkeypatch):
     model = Deconvolver.fit(img, psf, cfg, progress=False)
     model.predict(img)
     assert calls[0] == "train cpu" and "predict cpu" in calls
+
+
+def test_the_library_leaves_malloc_alone_unless_asked(fresh):
+    fresh.setattr(runtime, "_allowed", False)
+    assert runtime.keep_freed_memory() is False
+    assert runtime._applied is None  # not decided: asking later still works
+    fresh.setenv("SIAMDECON_MALLOC", "keep")
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert runtime.keep_freed_memory() is True
+
+
+def test_the_command_line_asks_for_it(fresh):
+    from typer.testing import CliRunner
+
+    from siamdecon.cli import app
+
+    fresh.setattr(runtime, "_allowed", False)
+    res = CliRunner().invoke(app, ["config", "--help"])
+    assert res.exit_code == 0
+    assert runtime._allowed is True

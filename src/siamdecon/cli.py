@@ -26,6 +26,16 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _process_settings() -> None:
+    """Self-supervised deconvolution of 2D images and 3D volumes with a known PSF."""
+    # The command line owns its process: it lets training keep freed memory for reuse (faster CPU
+    # steps), which the library only does when asked (siamdecon.runtime.allow_keep_freed_memory).
+    from . import runtime
+
+    runtime.allow_keep_freed_memory()
+
+
 class Preset(str, Enum):
     fast = "fast"
     paper = "paper"

@@ -7,9 +7,11 @@ next step takes them back page by page: measured 13,000-16,000 page faults per s
 keeps those blocks in the process and removes the faults (``benchmarks/throughput.py --malloc``).
 
 The cost is memory held after a peak: up to :data:`TRIM_THRESHOLD` bytes of freed heap stay
-mapped instead of going back to the system. Set ``SIAMDECON_MALLOC=system`` in the environment to
-leave ``malloc`` alone; explicit ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` settings and
-non-glibc systems are left alone too.
+mapped instead of going back to the system. It changes the whole process, so the library does it
+only when asked: the ``siamdecon`` command asks (:func:`allow_keep_freed_memory`), a notebook or
+script calls that function itself or sets ``SIAMDECON_MALLOC=keep``. ``SIAMDECON_MALLOC=system``
+in the environment leaves ``malloc`` alone even then; explicit ``MALLOC_MMAP_THRESHOLD_`` /
+``MALLOC_TRIM_THRESHOLD_`` settings and non-glibc systems are left alone too.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import platform
 
 import torch
 
-__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_freed_memory"]
+__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "allow_keep_freed_memory", "keep_freed_memory"]
 
 #: Blocks up to this size come from the heap instead of their own ``mmap`` (glibc's maximum).
 MMAP_THRESHOLD = 32 * 1024 * 1024
@@ -32,6 +34,17 @@ _M_TRIM_THRESHOLD = -1  # from glibc's <malloc.h>
 _M_MMAP_THRESHOLD = -3
 
 _applied: bool | None = None
+_allowed: bool = False
+
+
+def allow_keep_freed_memory(allowed: bool = True) -> None:
+    """Let (or stop letting) CPU training and prediction keep freed memory for reuse in this process.
+
+    Off in the library unless this is called or ``SIAMDECON_MALLOC=keep`` is set; the ``siamdecon``
+    command turns it on. Once applied it stays for the process's life (glibc has no undo).
+    """
+    global _allowed
+    _allowed = bool(allowed)
 
 
 def keep_freed_memory(device: str | torch.device = "cpu") -> bool:
@@ -39,7 +52,8 @@ def keep_freed_memory(device: str | torch.device = "cpu") -> bool:
 
     Called by :func:`siamdecon.training.train`, :func:`siamdecon.prior.pretrain` and tiled
     inference with the device they run on. It changes the whole process's allocator, which is why
-    it can be switched off with ``SIAMDECON_MALLOC=system``.
+    it only acts when allowed (:func:`allow_keep_freed_memory`, or ``SIAMDECON_MALLOC=keep``) and
+    can be switched off with ``SIAMDECON_MALLOC=system``.
 
     Parameters
     ----------
@@ -49,7 +63,7 @@ def keep_freed_memory(device: str | torch.device = "cpu") -> bool:
     Returns
     -------
     bool
-        True if the thresholds are (now) set, False if left alone (another device, opted out,
+        True if the thresholds are (now) set, False if left alone (not allowed, another device, opted out,
         explicit ``MALLOC_*`` environment settings, not glibc, or ``mallopt`` refused).
     """
     global _applied
@@ -57,6 +71,8 @@ def keep_freed_memory(device: str | torch.device = "cpu") -> bool:
         return False
     if _applied is not None:
         return _applied
+    if not (_allowed or os.environ.get("SIAMDECON_MALLOC", "").lower() == "keep"):
+        return False  # not asked: left alone, and a later request can still apply it
     _applied = False
     if os.environ.get("SIAMDECON_MALLOC", "").lower() == "system":
         return False

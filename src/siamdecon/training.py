@@ -170,13 +170,42 @@ def train(
     ConfigError
         If ``config.prior.source`` names a prior made for another PSF or network.
     """
+    # Seeding torch's global generator (network initialization) and the thread count asked for
+    # must not outlive the call: both are restored when training returns.
+    device = resolve_device(config.training.device)
+    threads = torch.get_num_threads()
+    try:
+        if config.training.threads is not None:
+            torch.set_num_threads(config.training.threads)
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            return _train(
+                image,
+                psf,
+                config,
+                progress=progress,
+                callback=callback,
+                allow_interrupt=allow_interrupt,
+                intensity_range=intensity_range,
+            )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    image: np.ndarray | TrainingSource,
+    psf: np.ndarray,
+    config: Config,
+    *,
+    progress: bool,
+    callback: Callable[[int, dict[str, float], torch.nn.Module], Any] | None,
+    allow_interrupt: bool,
+    intensity_range: tuple[float, float] | None,
+) -> TrainResult:
     config = config_for_psf(config, psf)
     t = config.training
     source = image if isinstance(image, TrainingSource) else ImageSource(image)
     if source.ndim != config.ndim:
         raise ValueError(f"the image is {source.ndim}D but the config is for {config.ndim}D")
-    if t.threads is not None:
-        torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
     keep_freed_memory(device)
     torch.manual_seed(t.seed)

@@ -1,0 +1,210 @@
+"""The method's own invariants: what each Siamese branch sees, which loss runs, and that prediction
+leaves the model alone. These fail when branches are swapped or a start reads the unmasked input."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import siamdecon.training as training
+from siamdecon import Deconvolver, make_config
+from siamdecon.data import Normalization
+from siamdecon.io import write_image
+from siamdecon.losses import loss_preset
+from siamdecon.masking import apply_mask, stratified_mask
+from siamdecon.metrics import psnr
+from siamdecon.simulate import degrade, fluorescence_2d, tubes_3d
+
+DATA = Path(__file__).parent / "data"
+STARTS = [
+    ("none", 1, ()),
+    ("lucy-richardson", 2, ()),
+    ("generic", 2, (5,)),
+]
+
+
+def _psf(ndim: int) -> np.ndarray:
+    return np.load(DATA / f"paper_psf_{ndim}d.npy")
+
+
+def _network(ndim: int, start: str, iterations: int, extra: tuple[int, ...]):
+    cfg = make_config(
+        "fast",
+        ndim=ndim,
+        width=4,
+        prior={"source": "none"},
+        training={"start": start, "start_iterations": iterations, "start_extra_iterations": extra},
+    )
+    norm = Normalization(mean=0.3, std=0.2, low=0.0, high=1.0, gain=0.01, offset=0.0, read_variance=1e-4)
+    torch.manual_seed(0)
+    net = training.build_network(cfg, _psf(ndim), norm)
+    # A network whose last layer is not zero (a fresh residual U-Net outputs its start exactly).
+    with torch.no_grad():
+        for p in net.unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net.eval()
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize(("start", "iterations", "extra"), STARTS)
+def test_the_masked_branch_does_not_see_the_masked_pixels(ndim, start, iterations, extra):
+    # J-invariance of the blind-spot branch: whatever the input holds at the masked pixels, the
+    # masked branch's output there is the same, for every start (the start is computed on the
+    # masked input, so it cannot leak the pixels either).
+    shape = (1, 1, *([24] * ndim))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=gen)
+    mask = stratified_mask(shape, 0.02 if ndim == 2 else 0.05, gen)
+    changed = x + mask * 5.0 * torch.randn(shape, generator=gen)
+    net = _network(ndim, start, iterations, extra)
+    with torch.no_grad():
+        a = net(apply_mask(x, mask, 0.2, torch.Generator().manual_seed(7)))
+        b = net(apply_mask(changed, mask, 0.2, torch.Generator().manual_seed(7)))
+        plain_a, plain_b = net(x), net(changed)
+    sel = mask.bool()
+    assert torch.equal(a[sel], b[sel])
+    # The unmasked branch does see them: the test would pass vacuously otherwise.
+    assert (plain_a[sel] - plain_b[sel]).abs().max() > 1e-3
+
+
+def _captured_step(monkeypatch, cfg, image, psf):
+    """Run one training step and return what the loss received, the network and the masked input."""
+    seen: dict = {}
+    build, compute, mask_fn = training.build_network, training.compute_losses, training.apply_mask
+
+    def build_and_keep(*args, **kwargs):
+        seen["net"] = build(*args, **kwargs)
+        return seen["net"]
+
+    def masked_and_keep(x, *args, **kwargs):
+        seen["masked"] = mask_fn(x, *args, **kwargs)
+        return seen["masked"]
+
+    def compute_and_check(inp, weights, border=0):
+        net = seen["net"]
+        with torch.no_grad():
+            seen["d_plain"] = net(inp.x).clone()
+            seen["d_masked"] = net(seen["masked"]).clone()
+            seen["y_plain"] = net_op(net)(seen["d_plain"])
+        seen["inputs"], seen["weights"] = inp, weights
+        return compute(inp, weights, border=border)
+
+    def net_op(net):
+        return net.op if net.op is not None else training.PSFConvolution(psf)
+
+    monkeypatch.setattr(training, "build_network", build_and_keep)
+    monkeypatch.setattr(training, "apply_mask", masked_and_keep)
+    monkeypatch.setattr(training, "compute_losses", compute_and_check)
+    Deconvolver.fit(image, psf, cfg, progress=False)
+    return seen
+
+
+@pytest.mark.parametrize("loss", ["siamese-deconvolved", "siamese-reconvolved"])
+def test_branches_reach_the_loss_unswapped(monkeypatch, loss):
+    psf = _psf(2)
+    image = degrade(fluorescence_2d(48, seed=2), psf, seed=2)
+    cfg = make_config(
+        "fast", ndim=2, steps=1, width=4, patch_size=32, loss=loss, prior={"source": "none"}, training={"batch_size": 2}
+    )
+    seen = _captured_step(monkeypatch, cfg, image, psf)
+    inp = seen["inputs"]
+    # d = f(x) and d_J = f(x_J), y = P d: the loss got each from its own branch.
+    torch.testing.assert_close(inp.d, seen["d_plain"])
+    torch.testing.assert_close(inp.d_masked, seen["d_masked"])
+    torch.testing.assert_close(inp.y, seen["y_plain"], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(inp.d, inp.d_masked)
+    # The masked input differs from the target exactly at the mask.
+    diff = (seen["masked"] != inp.x).float()
+    assert torch.equal(diff * (1 - inp.mask), torch.zeros_like(diff))
+
+
+@pytest.mark.parametrize(("loss", "boundary"), [("blind-spot", 0.0), ("siamese-deconvolved", 0.3)])
+def test_loss_and_boundary_weight_from_the_cli_reach_the_loss_that_runs(monkeypatch, tmp_path, loss, boundary):
+    from siamdecon.cli import app
+
+    psf = _psf(2)
+    image = degrade(fluorescence_2d(48, seed=3), psf, seed=3)
+    write_image(tmp_path / "img.tif", image)
+    np.save(tmp_path / "psf.npy", psf)
+    captured = []
+    compute = training.compute_losses
+
+    def spy(inp, weights, border=0):
+        captured.append(weights)
+        return compute(inp, weights, border=border)
+
+    monkeypatch.setattr(training, "compute_losses", spy)
+    args = ["train", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "-o", str(tmp_path / "m.pt")]
+    args += ["--prior", "none", "--steps", "2", "--loss", loss, "--boundary-weight", str(boundary)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert len(captured) == 2
+    assert captured[0] == loss_preset(loss, boundary)
+    active = {k for k, v in captured[0].model_dump().items() if v}
+    assert ("inv_d" in active) == (loss == "siamese-deconvolved")
+    assert ("bound" in active or "bound_d" in active) == (boundary > 0)
+
+
+def test_predict_leaves_the_model_alone_and_is_thread_safe():
+    psf = _psf(2)
+    image = degrade(fluorescence_2d(64, seed=4), psf, seed=4)
+    other = 3.0 * degrade(fluorescence_2d(64, seed=5), psf, seed=5) + 10.0
+    cfg = make_config("fast", ndim=2, steps=2, width=4, patch_size=32, prior={"source": "none"})
+    model = Deconvolver.fit(image, psf, cfg, progress=False)
+    before = {k: v.clone() for k, v in model.network.state_dict().items()}
+    norm_before = model.normalization
+    net_stats = (model.network.mean, model.network.std, model.network.gain, model.network.offset)
+    first = model.predict(image)
+    model.predict(other, normalization="image")
+    assert model.normalization == norm_before
+    assert (model.network.mean, model.network.std, model.network.gain, model.network.offset) == net_stats
+    assert all(torch.equal(before[k], v) for k, v in model.network.state_dict().items())
+    np.testing.assert_array_equal(model.predict(image), first)
+    # Two threads predicting different images at once get what each gets alone.
+    alone = model.predict(other, normalization="image")
+    results: dict[str, np.ndarray] = {}
+
+    def run(name, img, how):
+        results[name] = model.predict(img, normalization=how)
+
+    threads = [
+        threading.Thread(target=run, args=("a", image, "model")),
+        threading.Thread(target=run, args=("b", other, "image")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    np.testing.assert_allclose(results["a"], first, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results["b"], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_3d_default_is_better_than_its_input_on_a_small_volume():
+    # The fast 3D preset's start and network, trained on the volume itself (fewer steps and a
+    # smaller patch than the preset, for the test's time).
+    psf = _psf(3)
+    clean = tubes_3d((24, 48, 48), seed=5)
+    noisy = degrade(clean, psf, seed=5)
+    cfg = make_config("fast", ndim=3, steps=30, patch_size=32, prior={"source": "none"})
+    assert cfg.training.start == make_config("fast", ndim=3).training.start
+    model = Deconvolver.fit(noisy, psf, cfg, progress=False)
+    out = np.clip(model.predict(noisy), 0, 1)
+    assert psnr(out, clean) > psnr(np.clip(noisy, 0, 1), clean) + 1.0
+
+
+def test_training_leaves_the_global_random_state_and_threads_alone():
+    psf = _psf(2)
+    image = degrade(fluorescence_2d(48, seed=6), psf, seed=6)
+    cfg = make_config("fast", ndim=2, steps=1, width=4, patch_size=32, prior={"source": "none"}, threads=1)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    threads = torch.get_num_threads()
+    Deconvolver.fit(image, psf, cfg, progress=False)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == threads
