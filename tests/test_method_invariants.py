@@ -208,3 +208,24 @@ def test_training_leaves_the_global_random_state_and_threads_alone():
     Deconvolver.fit(image, psf, cfg, progress=False)
     assert torch.equal(torch.rand(3), expected)
     assert torch.get_num_threads() == threads
+
+
+def test_loss_given_with_a_prior_is_the_fine_tuning_loss(monkeypatch, tmp_path):
+    from siamdecon.cli import app
+
+    psf = _psf(2)
+    write_image(tmp_path / "img.tif", degrade(fluorescence_2d(48, seed=7), psf, seed=7))
+    np.save(tmp_path / "psf.npy", psf)
+    captured = []
+    compute = training.compute_losses
+
+    def spy(inp, weights, border=0):
+        captured.append(weights)
+        return compute(inp, weights, border=border)
+
+    monkeypatch.setattr(training, "compute_losses", spy)
+    args = ["train", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "-o", str(tmp_path / "m.pt")]
+    res = CliRunner().invoke(app, [*args, "--steps", "1", "--loss", "siamese-deconvolved"])
+    assert res.exit_code == 0, res.output
+    assert "starting from prior" in res.output and "siamese-deconvolved" in res.output
+    assert captured == [loss_preset("siamese-deconvolved", 0.0)]

@@ -130,7 +130,8 @@ def test_a_prior_is_refused_for_another_psf_or_network(tiny_prior, tmp_path, psf
         resolve_prior(path, psf2d, _tiny_config(start_iterations=3))
     assert resolve_prior("none", psf2d, _tiny_config()) is None
     # "auto" never fails: without a fitting shipped prior, training starts from scratch.
-    assert resolve_prior("auto", other_psf, make_config("fast", ndim=2)) is None
+    assert resolve_prior("auto", other_psf, _lr_start(2)) is None
+    assert resolve_prior("auto", other_psf, make_config("fast", ndim=2)).generic  # the generic prior fits any PSF
 
 
 def test_training_from_a_prior_loads_it_and_fine_tunes(tiny_prior, tmp_path, psf2d, rng):
@@ -179,6 +180,7 @@ def test_the_shipped_prior_fits_the_paper_psf_and_beats_lucy_richardson(psf2d):
     # it never saw (pretraining uses synthetic images only).
     assert shipped_priors(), "the package ships no prior"
     cfg = config_for_psf(make_config("fast", ndim=2, fine_tune_steps=0), psf2d)
+    assert cfg.prior.fine_tune_steps == 0  # asked for, so kept
     prior = resolve_prior("auto", psf2d, cfg)
     assert prior is not None and prior.matches_psf(psf2d)
     from skimage import data
@@ -218,6 +220,11 @@ def test_cli_says_when_no_shipped_prior_fits_the_psf(tmp_path):
     write_image(tmp_path / "img.tif", rescale01(data.camera()[100:164, 100:164]))
     args = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "g.npy"), "-o", str(tmp_path / "o.tif")]
     res = runner.invoke(app, [*args, "--steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert "starting from prior 'fast-2d-generic.pt' (pretrained for any PSF and camera" in res.output
+    # With the shipped per-PSF priors' start, none fits this PSF, and the run says so.
+    _lr_start(2).save(tmp_path / "lr.yaml")
+    res = runner.invoke(app, [*args, "--steps", "2", "--config", str(tmp_path / "lr.yaml")])
     assert res.exit_code == 0, res.output
     assert "no shipped prior for this PSF" in res.output and "siamdecon pretrain" in res.output
 
@@ -308,7 +315,7 @@ def test_the_fast_preset_adopts_the_start_of_a_prior_made_for_this_psf(psf2d):
     from pathlib import Path
 
     fast2 = make_config("fast", ndim=2)
-    assert fast2.training.start == "generic"
+    assert fast2.training.start == "generic" and fast2.prior.fine_tune_steps is None
     adopted = config_for_psf(fast2, psf2d)
     assert (adopted.training.start, adopted.training.start_iterations) == ("lucy-richardson", 1)
     assert adopted.training.start_extra_iterations == () and adopted.prior.fine_tune_steps == 200
@@ -316,14 +323,32 @@ def test_the_fast_preset_adopts_the_start_of_a_prior_made_for_this_psf(psf2d):
     yy, xx = np.mgrid[-7:8, -7:8]
     other = np.exp(-(yy**2 + xx**2) / (2 * 2.5**2))
     other /= other.sum()
-    assert config_for_psf(fast2, other) == fast2
+    generic = config_for_psf(fast2, other)
+    assert generic.training == fast2.training and generic.prior.fine_tune_steps == 0  # the generic prior
     chosen = make_config("fast", ndim=2, training={"start_iterations": 6})
-    assert config_for_psf(chosen, psf2d) == chosen
+    assert config_for_psf(chosen, psf2d).training == chosen.training
     none = make_config("fast", ndim=2, prior={"source": "none"})
-    assert config_for_psf(none, psf2d) == none
+    assert config_for_psf(none, psf2d).training == none.training
     # In 3D the paper-PSF prior is used as it is, unless the user asked for fine-tuning steps.
     psf3d = np.load(Path(__file__).parent / "data" / "paper_psf_3d.npy")
     fast3 = config_for_psf(make_config("fast", ndim=3), psf3d)
     assert fast3.training.start == "lucy-richardson" and fast3.prior.fine_tune_steps == 0
     asked = config_for_psf(make_config("fast", ndim=3, fine_tune_steps=50), psf3d)
     assert asked.prior.fine_tune_steps == 50
+    assert config_for_psf(make_config("fast", ndim=2, fine_tune_steps=7), psf2d).prior.fine_tune_steps == 7
+
+
+def test_the_generic_prior_beats_the_best_lucy_richardson_on_camera_data():
+    # A case of the microscopy suite (widefield NA 1.4 PSF, photon and read noise, offset 100,
+    # uint16; structures from generators the prior never saw): the fast default, which uses the
+    # shipped generic prior as it is, against Lucy-Richardson at its best iteration count.
+    from siamdecon.benchmark.microscopy import _lr_data, microscopy_cases
+    from siamdecon.metrics import psnr
+
+    case = next(iter(microscopy_cases(quick=True, patterns=("2d-widefield-na1.4/nuclei",))))
+    model = Deconvolver.fit(case.noisy, case.psf, progress=False)
+    assert model.prior == "fast-2d-generic.pt" and model.history == []
+    ours = psnr(case.to_truth(model.predict(case.noisy)), case.clean)
+    series = richardson_lucy_series(_lr_data(case), case.psf, (2, 5, 10, 20, 50))
+    best_lr = max(psnr(case.to_truth(v + case.offset), case.clean) for v in series.values())
+    assert ours > best_lr + 1.0

@@ -827,7 +827,7 @@ def _provenance(
         key = f"model.c{c}" + ("" if t is None else f".t{t}")
         prov[f"{key}.prior"] = m.prior or "none"
         prov[f"{key}.steps_run"] = len(m.history) if m.history else m.provenance.get("steps_run", 0)
-        prov[f"{key}.fine_tune_steps"] = cfg.prior.fine_tune_steps if m.prior else 0
+        prov[f"{key}.fine_tune_steps"] = m.config.prior.fine_tune_steps if m.prior else 0
         if m.provenance.get("file"):
             prov[f"{key}.file"] = m.provenance["file"]
             prov[f"{key}.sha256"] = m.provenance.get("sha256", "")

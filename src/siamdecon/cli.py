@@ -111,7 +111,11 @@ def _config(
         "loss": loss.value if loss else None,
         "boundary_weight": boundary_weight,
         "mask": {"fraction": mask_fraction} if mask_fraction is not None else None,
-        "prior": {"source": prior} if prior is not None else None,
+        # --loss is the loss that runs: also the fine-tuning loss when a prior is used.
+        "prior": {
+            k: v for k, v in (("source", prior), ("fine_tune_loss", loss.value if loss else None)) if v is not None
+        }
+        or None,
         "steps": steps,
         # --steps counts the steps actually run: the fine-tuning ones when a prior is used.
         "fine_tune_steps": steps,
@@ -139,7 +143,10 @@ def _config(
 
 _PRESET = typer.Option(Preset.fast, "--preset", help="fast: CPU default (minutes); paper: the paper's protocol (GPU).")
 _LOSS = typer.Option(
-    None, "--loss", help="Default: siamese-deconvolved (Eq. 4) in 2D, siamese-reconvolved (Eq. 3) in 3D."
+    None,
+    "--loss",
+    help="Default: siamese-deconvolved (Eq. 4) in 2D, siamese-reconvolved (Eq. 3) in 3D from scratch;"
+    " blind-spot when fine-tuning a prior. Given, it is the loss that runs, fine-tuning included.",
 )
 _BOUND = typer.Option(None, "--boundary-weight", min=0.0, help="Weight of the boundary terms (paper: 0 or 0.1).")
 _STEPS = typer.Option(
