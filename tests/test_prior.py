@@ -352,3 +352,45 @@ def test_the_generic_prior_beats_the_best_lucy_richardson_on_camera_data():
     series = richardson_lucy_series(_lr_data(case), case.psf, (2, 5, 10, 20, 50))
     best_lr = max(psnr(case.to_truth(v + case.offset), case.clean) for v in series.values())
     assert ours > best_lr + 1.0
+
+
+def test_cli_pretrains_a_generic_prior_and_refuses_unclear_requests(tmp_path):
+    from pathlib import Path
+
+    res = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "--generic",
+            "--ndim",
+            "2",
+            "--steps",
+            "2",
+            "--images",
+            "3",
+            "--psfs",
+            "2",
+            "-o",
+            str(tmp_path / "g.pt"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    prior = Prior.load(tmp_path / "g.pt")
+    assert prior.generic and prior.info["steps"] == 2
+    assert (
+        resolve_prior(
+            str(tmp_path / "g.pt"), np.load(Path(__file__).parent / "data" / "paper_psf_2d.npy"), make_config("fast", 2)
+        )
+        is not None
+    )
+    for args, message in [
+        ([], "either --psf FILE"),
+        (["--generic"], "--ndim 2 or --ndim 3"),
+        (
+            ["--psf", str(Path(__file__).parent / "data" / "paper_psf_2d.npy"), "--ndim", "2"],
+            "--ndim goes with --generic",
+        ),
+    ]:
+        res = runner.invoke(app, ["pretrain", *args, "-o", str(tmp_path / "x.pt")])
+        assert res.exit_code != 0 and message in res.output, res.output
+        assert not (tmp_path / "x.pt").exists()

@@ -216,13 +216,14 @@ def default_pretrain_config(ndim: int, generic: bool = False, **overrides: Any) 
     """Pretraining defaults for 2D or 3D, for one PSF or (``generic``) any PSF and camera.
 
     One PSF: 600 images of 256^2 (3D: 150 volumes of 48x128x128, batch 2, 4,000 steps). Generic:
-    a pool of random structures, 400 (3D: 200) random PSFs, patches of 80^2 (3D: 40x80x80, batch 4).
+    800 random structures of 192^2, 400 random PSFs, patches of 80^2, 9,000 steps (the shipped
+    fast-2d-generic.pt); 3D: 120 volumes of 96x128^2, 200 PSFs, patches of 40x80x80, batch 4, 8,000 steps.
     """
     if ndim not in (2, 3):
         raise ConfigError(f"ndim must be 2 or 3, got {ndim}")
     if generic:
         base: dict[str, Any] = (
-            {"images": 800, "image_size": 192, "psfs": 400, "patch_size": 80, "steps": 12000}
+            {"images": 800, "image_size": 192, "psfs": 400, "patch_size": 80, "steps": 9000}
             if ndim == 2
             else {
                 "images": 120,
