@@ -9,7 +9,6 @@ so a failure or Ctrl-C never leaves a partial file behind.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -25,7 +24,6 @@ from .errors import InputError
 __all__ = [
     "ImageData",
     "read_image",
-    "read_array",
     "write_image",
     "atomic_path",
     "read_torch_file",
@@ -286,11 +284,6 @@ def read_image(path: str | os.PathLike[str], what: str = "image") -> ImageData:
     )
 
 
-def read_array(path: str | os.PathLike[str], what: str = "image") -> np.ndarray:
-    """Read a file with :func:`read_image` and return only its float32 array."""
-    return read_image(path, what).data
-
-
 @contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
@@ -411,14 +404,6 @@ def write_image(
         if _before_rename is not None:
             _before_rename()
     return p
-
-
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def safe_stem(name: str) -> str:
-    """A file-name-safe version of ``name`` (used for report files)."""
-    return _SAFE.sub("_", name).strip("_") or "image"
 
 
 def read_torch_file(path: str | os.PathLike[str], fmt: str, version: int, what: str, map_location: str = "cpu") -> dict:

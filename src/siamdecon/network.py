@@ -8,13 +8,18 @@ the 2D network has about 5.7 M parameters; the 3D one (48 features, additive ski
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UNet", "count_parameters", "prefer_channels_last"]
+if TYPE_CHECKING:
+    from .config import Config
+    from .data import Normalization
+
+__all__ = ["DeconvolutionNetwork", "UNet", "build_network", "count_parameters", "prefer_channels_last"]
 
 Norm = Literal["batch", "group", "none"]
 Skip = Literal["concat", "add"]
@@ -333,3 +338,31 @@ class DeconvolutionNetwork(nn.Module):
             else:
                 inputs = torch.cat([self.start_estimate(x, mean, std), x], dim=1)
         return self.unet(inputs)
+
+
+def build_network(config: Config, psf: np.ndarray, norm: Normalization) -> DeconvolutionNetwork:
+    """The network described by ``config`` (input channels and residual follow ``training.start``)."""
+    start = config.training.start
+    extra = tuple(config.training.start_extra_iterations)
+    unet = UNet(
+        ndim=config.ndim,
+        in_channels=DeconvolutionNetwork.in_channels(start, extra),
+        out_channels=1,
+        width=config.network.width,
+        levels=config.network.levels,
+        skip=config.network.skip,
+        norm=config.network.norm,
+        residual=start != "none",
+    )
+    return DeconvolutionNetwork(
+        unet,
+        start=start,
+        psf=torch.as_tensor(np.asarray(psf, dtype=np.float32)),
+        iterations=config.training.start_iterations,
+        mean=norm.mean,
+        std=norm.std,
+        extra_iterations=extra,
+        gain=norm.gain,
+        offset=norm.offset,
+        read_variance=norm.read_variance,
+    )

@@ -5,7 +5,8 @@ Training on one image alone leaves the PSF's null space to whatever a few hundre
 supervised, to deconvolve synthetic images (dead leaves and fluorescence-like filaments and spots,
 :mod:`siamdecon.simulate`) blurred with the PSF and noised over a range of noise levels. No real
 image is used, so a prior may be shipped and used on any data taken with that PSF. Training on the
-image itself then fine-tunes it (``training.prior_steps``).
+image itself then fine-tunes it (``prior.fine_tune_steps``), or, for the generic 2D prior, uses it
+as it is.
 
 A prior is pretrained for one PSF and one network shape. ``prior: auto`` in a config looks for a
 shipped prior (``siamdecon/priors/*.pt``) whose PSF equals the image's PSF; with
@@ -377,9 +378,27 @@ def pretrain(
     Prior
         The pretrained weights with their PSF (``None`` if generic) and settings.
     """
+    # Seeding torch's global generator (network initialization) must not outlive the call.
+    from .device import resolve_device
+
+    dev = resolve_device(device)
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        return _pretrain(psf, config, settings, device=device, progress=progress, allow_interrupt=allow_interrupt)
+
+
+def _pretrain(
+    psf: np.ndarray | None,
+    config: Config,
+    settings: PretrainConfig | None = None,
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+    allow_interrupt: bool = True,
+) -> Prior:
     from .data import Normalization
+    from .device import resolve_device
+    from .network import build_network
     from .synthetic import GenericBatches
-    from .training import build_network, resolve_device
 
     ndim = config.ndim if psf is None else np.ndim(psf)
     if config.ndim != ndim:

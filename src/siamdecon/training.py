@@ -21,58 +21,15 @@ from tqdm.auto import tqdm
 
 from .config import Config
 from .data import ImageSource, Normalization, PatchSampler, TrainingSource, psf_is_dihedral
+from .device import resolve_device
 from .losses import LossInputs, compute_losses, loss_preset
 from .masking import apply_mask, stratified_mask
-from .network import DeconvolutionNetwork, UNet, prefer_channels_last
+from .network import DeconvolutionNetwork, build_network, prefer_channels_last
 from .operators import PSFConvolution
 from .prior import config_for_psf, resolve_prior
 from .runtime import keep_freed_memory
 
 __all__ = ["resolve_device", "build_network", "TrainResult", "train"]
-
-
-def resolve_device(device: str) -> torch.device:
-    """Turn ``"auto"`` into the best available device; check that a named one exists."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but CUDA is not available; use --device cpu")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device {device!r} was requested but MPS is not available; use --device cpu")
-    return dev
-
-
-def build_network(config: Config, psf: np.ndarray, norm: Normalization) -> DeconvolutionNetwork:
-    """The network described by ``config`` (input channels and residual follow ``training.start``)."""
-    start = config.training.start
-    extra = tuple(config.training.start_extra_iterations)
-    unet = UNet(
-        ndim=config.ndim,
-        in_channels=DeconvolutionNetwork.in_channels(start, extra),
-        out_channels=1,
-        width=config.network.width,
-        levels=config.network.levels,
-        skip=config.network.skip,
-        norm=config.network.norm,
-        residual=start != "none",
-    )
-    return DeconvolutionNetwork(
-        unet,
-        start=start,
-        psf=torch.as_tensor(np.asarray(psf, dtype=np.float32)),
-        iterations=config.training.start_iterations,
-        mean=norm.mean,
-        std=norm.std,
-        extra_iterations=extra,
-        gain=norm.gain,
-        offset=norm.offset,
-        read_variance=norm.read_variance,
-    )
 
 
 @dataclass
