@@ -156,17 +156,22 @@ class PatchSampler:
         starts = [int(self.rng.integers(0, s - p + 1)) for s, p in zip(self.spatial, self.patch, strict=False)]
         index = (slice(None), *[slice(a, a + p) for a, p in zip(starts, self.patch, strict=False)])
         patch = self.image[index]
-        if self.augment:
-            square = patch.shape[-1] == patch.shape[-2]
-            k = int(self.rng.integers(0, 4)) if square else 2 * int(self.rng.integers(0, 2))
-            patch = np.rot90(patch, k, axes=(-2, -1))
-            if self.rng.integers(0, 2):
-                patch = patch[..., ::-1]
-        return np.ascontiguousarray(patch)
+        return augment_patch(patch, self.rng) if self.augment else np.ascontiguousarray(patch)
 
     def sample(self) -> torch.Tensor:
         """A batch ``(B, C, *patch)`` as a float32 CPU tensor."""
         return torch.from_numpy(np.stack([self._one() for _ in range(self.batch_size)]))
+
+
+def augment_patch(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random rotation by a multiple of 90 degrees (180 only, for non-square patches) and flip in
+    the last two axes: the symmetries of a PSF that :func:`psf_is_dihedral` accepts."""
+    square = patch.shape[-1] == patch.shape[-2]
+    k = int(rng.integers(0, 4)) if square else 2 * int(rng.integers(0, 2))
+    patch = np.rot90(patch, k, axes=(-2, -1))
+    if rng.integers(0, 2):
+        patch = patch[..., ::-1]
+    return np.ascontiguousarray(patch)
 
 
 def psf_is_dihedral(psf: np.ndarray, rtol: float = 1e-3) -> bool:
@@ -358,13 +363,7 @@ class ArrayPatchSampler:
         starts = [int(self.rng.integers(0, s - p + 1)) for s, p in zip(src.shape, self.patch, strict=True)]
         patch = src[tuple(slice(a, a + p) for a, p in zip(starts, self.patch, strict=True))]
         patch = self.norm.apply(patch)[None]
-        if self.augment:
-            square = patch.shape[-1] == patch.shape[-2]
-            k = int(self.rng.integers(0, 4)) if square else 2 * int(self.rng.integers(0, 2))
-            patch = np.rot90(patch, k, axes=(-2, -1))
-            if self.rng.integers(0, 2):
-                patch = patch[..., ::-1]
-        return np.ascontiguousarray(patch)
+        return augment_patch(patch, self.rng) if self.augment else np.ascontiguousarray(patch)
 
     def sample(self) -> torch.Tensor:
         """A batch ``(B, 1, *patch)`` as a float32 CPU tensor."""
