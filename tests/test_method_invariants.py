@@ -229,3 +229,27 @@ def test_loss_given_with_a_prior_is_the_fine_tuning_loss(monkeypatch, tmp_path):
     assert res.exit_code == 0, res.output
     assert "starting from prior" in res.output and "siamese-deconvolved" in res.output
     assert captured == [loss_preset("siamese-deconvolved", 0.0)]
+
+
+def test_paper_preset_smoke_with_step_decay():
+    # The paper's 2D preset (BatchNorm, no start, Eq. 4, step decay), shrunk in size and steps.
+    psf = _psf(2)
+    noisy = degrade(fluorescence_2d(64, seed=8), psf, seed=8)
+    cfg = make_config(
+        "paper",
+        ndim=2,
+        steps=60,
+        width=8,
+        patch_size=32,
+        decay_every=20,
+        training={"batch_size": 4},
+        tile_size=64,
+    )
+    assert cfg.network.norm == "batch" and cfg.training.schedule == "step" and cfg.training.start == "none"
+    model = Deconvolver.fit(noisy, psf, cfg, progress=False)
+    lrs = [h["lr"] for h in model.history]
+    base = cfg.training.lr
+    # The rate is logged after the scheduler's step: halved after every 20 steps.
+    assert lrs == pytest.approx([base * 0.5 ** ((k + 1) // 20) for k in range(60)])
+    out = model.predict(noisy)
+    assert out.shape == noisy.shape and np.isfinite(out).all()
