@@ -74,3 +74,21 @@ def save(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def make_folder(work: Path, files: int, side: int) -> Path:
+    """A fresh ``work`` folder with ``files`` noisy 2D TIFFs of ``side``^2 in ``raw/`` and the paper's
+    2D PSF as ``psf.tif``; returns ``work``."""
+    import shutil
+
+    import tifffile
+
+    from siamdecon.psf import generate_psf
+
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "raw").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(files):
+        tifffile.imwrite(work / "raw" / f"img{i}.tif", (rng.poisson(50, (side, side)) + 100).astype(np.float32))
+    tifffile.imwrite(work / "psf.tif", generate_psf(ndim=2))
+    return work

@@ -13,12 +13,11 @@ torch threads, so 1 worker gets all cores and 2 workers one core each on a 2-cor
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from _io_common import machine, run_measured, save, siamdecon_cmd
+from _io_common import machine, make_folder, run_measured, save, siamdecon_cmd
 
 
 def main() -> None:
@@ -28,18 +27,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/io/cluster_speedup.json"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/siamdecon-cluster"))
     args = ap.parse_args()
-    import tifffile
-
-    from siamdecon.psf import generate_psf
     from siamdecon.stack import read_stack
 
-    work = args.work
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "raw").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(args.files):
-        tifffile.imwrite(work / "raw" / f"img{i}.tif", (rng.poisson(50, (192, 192)) + 100).astype(np.float32))
-    tifffile.imwrite(work / "psf.tif", generate_psf(ndim=2))
+    work = make_folder(args.work, args.files, 192)
     common = ["--psf", str(work / "psf.tif"), "--steps", str(args.steps), "--prior", "none", "-q"]
     rows = []
     for name, extra in (("single process", []), ("1 worker", ["--workers", "1"]), ("2 workers", ["--workers", "2"])):

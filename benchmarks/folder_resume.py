@@ -12,15 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
-
-from _io_common import machine, run_measured, save, siamdecon_cmd
+from _io_common import machine, make_folder, run_measured, save, siamdecon_cmd
 
 
 def main() -> None:
@@ -30,17 +27,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/io/folder_resume.json"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/siamdecon-resume"))
     args = ap.parse_args()
-    import tifffile
-
-    from siamdecon.psf import generate_psf
-
-    work = args.work
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "raw").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(args.files):
-        tifffile.imwrite(work / "raw" / f"img{i}.tif", (rng.poisson(50, (256, 256)) + 100).astype(np.float32))
-    tifffile.imwrite(work / "psf.tif", generate_psf(ndim=2))
+    work = make_folder(args.work, args.files, 256)
     out = work / "out"
     cmd = siamdecon_cmd("deconvolve", str(work / "raw"), "-o", str(out), "--psf", str(work / "psf.tif"),
                         "--steps", str(args.steps), "--prior", "none", "-q")  # fmt: skip

@@ -438,6 +438,24 @@ def _odd_at_most(n: int) -> int:
     return n if n % 2 else n - 1
 
 
+def _one_per_channel(
+    items: list[Any],
+    stack: Stack,
+    log: Callable[[str], None],
+    error: type[Exception],
+    message: str,
+    single: str,
+) -> list[Any]:
+    """``items`` given once per channel, or once for all (expanded, with a warning); else ``error(message)``."""
+    n = stack.n_channels
+    if len(items) not in (1, n):
+        raise error(message)
+    if len(items) == 1 and n > 1:
+        log(f"warning: {single} for all {n} channels of {stack.describe()}")
+        return items * n
+    return items
+
+
 def _auto_psfs(stack: Stack, opts: PSFOptions, log: Callable[[str], None]) -> list[Kernel]:
     from .psf import auto_psf_shape, widefield_psf
 
@@ -451,15 +469,15 @@ def _auto_psfs(stack: Stack, opts: PSFOptions, log: Callable[[str], None]) -> li
     if opts.na is None or not opts.wavelengths:
         raise ConfigError("--psf auto needs --na and --wavelength (emission, micrometres)")
     n = stack.n_channels
-    waves = opts.wavelengths
-    if len(waves) not in (1, n):
-        raise ConfigError(
-            f"{len(waves)} wavelengths for the {n} channels of {stack.describe()}; give one per channel"
-            " (comma-separated, in channel order) or one for all"
-        )
-    if len(waves) == 1 and n > 1:
-        log(f"warning: one wavelength ({waves[0]} um) for all {n} channels of {stack.describe()}")
-        waves = waves * n
+    waves = _one_per_channel(
+        list(opts.wavelengths),
+        stack,
+        log,
+        ConfigError,
+        f"{len(opts.wavelengths)} wavelengths for the {n} channels of {stack.describe()}; give one per channel"
+        " (comma-separated, in channel order) or one for all",
+        f"one wavelength ({opts.wavelengths[0]} um)",
+    )
     if opts.immersion not in IMMERSION_INDEX:
         raise ConfigError(f"--immersion must be one of {', '.join(IMMERSION_INDEX)}, got {opts.immersion!r}")
     index = IMMERSION_INDEX[opts.immersion]
@@ -534,18 +552,19 @@ def _file_psfs(stack: Stack, opts: PSFOptions, log: Callable[[str], None]) -> li
     from .psf import check_psf_fits, normalize_psf, validate_psf
 
     n = stack.n_channels
-    files = opts.files
-    if len(files) not in (1, n):
-        raise InputError(
-            f"{len(files)} PSF files for the {n} channels of {stack.describe()} (axes {stack.axes}); give one"
-            " --psf per channel, in channel order, or one for all channels"
-        )
-    if len(files) == 1 and n > 1:
-        log(f"warning: one PSF ({files[0]}) for all {n} channels of {stack.describe()}")
+    files = _one_per_channel(
+        list(opts.files),
+        stack,
+        log,
+        InputError,
+        f"{len(opts.files)} PSF files for the {n} channels of {stack.describe()} (axes {stack.axes}); give one"
+        " --psf per channel, in channel order, or one for all channels",
+        f"one PSF ({opts.files[0]})" if opts.files else "",
+    )
     kernels: list[Kernel] = []
     cache: dict[Path, Kernel] = {}
     for c in range(n):
-        path = Path(files[c if len(files) > 1 else 0])
+        path = Path(files[c])
         if path in cache:
             kernels.append(cache[path])
             continue

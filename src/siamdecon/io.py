@@ -196,6 +196,19 @@ def _tiff_spacing(tif: tifffile.TiffFile, ndim: int) -> tuple[tuple[float, ...] 
     return (float(z), float(y), float(x)), unit
 
 
+def read_grey_png(path: Path, what: str = "image") -> np.ndarray:
+    """A single-channel PNG as an array; colour PNGs are refused (siamdecon does not guess a channel)."""
+    from skimage import io as skio
+
+    arr = skio.imread(path)
+    if arr.ndim == 3:
+        raise InputError(
+            f"{what} '{path}' is a colour PNG (shape {arr.shape}); siamdecon needs a single-channel"
+            " grey image. Convert it to grey first."
+        )
+    return arr
+
+
 def read_image(path: str | os.PathLike[str], what: str = "image") -> ImageData:
     """Read a 2D image or 3D volume from TIFF, NPY or PNG.
 
@@ -252,14 +265,7 @@ def read_image(path: str | os.PathLike[str], what: str = "image") -> ImageData:
         elif suffix == ".npy":
             arr = np.load(p, allow_pickle=False)
         elif suffix == ".png":
-            from skimage import io as skio
-
-            arr = skio.imread(p)
-            if arr.ndim == 3:
-                raise InputError(
-                    f"{what} '{p}' is a colour PNG (shape {arr.shape}); siamdecon needs a single-channel"
-                    " grey image. Convert it to grey first."
-                )
+            arr = read_grey_png(p, what)
         else:
             raise InputError(
                 f"{what} '{p}' has unsupported file type '{p.suffix}'; use one of {', '.join(READ_SUFFIXES)}."

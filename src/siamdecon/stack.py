@@ -534,14 +534,9 @@ def read_stack(
                 names = parse_axes(axes, arr.ndim, source="--axes") if axes else _default_axes(arr.shape, p, what)
                 stack = Stack(data=arr, axes=names, path=p, kind="npy", dtype=str(arr.dtype))
             elif suffix == ".png":
-                from skimage import io as skio
+                from .io import read_grey_png
 
-                arr = skio.imread(p)
-                if arr.ndim == 3:
-                    raise InputError(
-                        f"{what} '{p}' is a colour PNG (shape {arr.shape}); siamdecon needs a single-channel grey"
-                        " image. Convert it to grey first."
-                    )
+                arr = read_grey_png(p, what)
                 stack = Stack(data=arr, axes=axes.upper() if axes else "YX", path=p, kind="png", dtype=str(arr.dtype))
             else:
                 raise InputError(

@@ -157,6 +157,17 @@ class _JobWidget(Container):
         """Use the job's result (main thread)."""
         raise NotImplementedError
 
+    def _add_like(self, data: np.ndarray, name: str, layer: Image) -> None:
+        """Add ``data`` as a new image layer with ``layer``'s geometry and colormap."""
+        self._viewer.add_image(
+            data.reshape(np.shape(layer.data)) if data.size == np.size(layer.data) else data,
+            name=name,
+            scale=layer.scale,
+            translate=layer.translate,
+            colormap=layer.colormap,
+        )
+        self._status.value = f"added '{name}'"
+
     def start(self) -> None:
         """Check the inputs and start the job in a worker thread (ignored while one runs)."""
         if self.running:
@@ -355,15 +366,7 @@ class DeconvolveWidget(_JobWidget):
         return task, 0
 
     def _finish(self, result: tuple[np.ndarray, str, Image]) -> None:
-        data, name, layer = result
-        self._viewer.add_image(
-            data.reshape(np.shape(layer.data)) if data.size == np.size(layer.data) else data,
-            name=name,
-            scale=layer.scale,
-            translate=layer.translate,
-            colormap=layer.colormap,
-        )
-        self._status.value = f"added '{name}'"
+        self._add_like(*result)
 
 
 def _psf_from_parameters(
@@ -448,15 +451,7 @@ class LucyRichardsonWidget(_JobWidget):
         return task, n
 
     def _finish(self, result: tuple[np.ndarray, str, Image]) -> None:
-        data, name, layer = result
-        self._viewer.add_image(
-            data.reshape(np.shape(layer.data)) if data.size == np.size(layer.data) else data,
-            name=name,
-            scale=layer.scale,
-            translate=layer.translate,
-            colormap=layer.colormap,
-        )
-        self._status.value = f"added '{name}'"
+        self._add_like(*result)
 
 
 class PSFFromBeadsWidget(_JobWidget):
