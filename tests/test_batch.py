@@ -19,7 +19,7 @@ from siamdecon.cli import app
 from siamdecon.stack import read_provenance, read_stack
 
 runner = CliRunner()
-FAST = ["--steps", "1", "--prior", "none", "-q"]
+FAST = ["--steps", "1", "--prior", "none", "--no-check", "-q"]
 
 
 def gaussian(shape, sigma):
@@ -291,3 +291,32 @@ def test_kill_minus_9_in_a_folder_run_then_resume_does_every_file_once(folder):
     assert {n: (d / "out" / n).stat().st_mtime_ns for n in done_first} == mtimes  # not redone
     leftovers = [p.name for p in (d / "out").iterdir() if p.name.startswith(".")]
     assert leftovers == []  # the killed run's temporary file was removed
+
+
+def test_check_falls_back_to_the_classical_estimate_and_says_so(tmp_path):
+    """A network trained for one step from scratch (the paper preset's, with no Lucy-Richardson start)
+    is no deconvolution: the held-out check, asked for, sees it, writes the classical result, logs
+    the verdict and records it in the file's provenance."""
+    from scipy import signal as sps
+
+    from siamdecon.simulate import fluorescence_2d
+
+    rng = np.random.default_rng(0)
+    psf = gaussian((9, 9), (1.6, 1.6))
+    truth = 100.0 + 400.0 * fluorescence_2d(64, seed=0)
+    blurred = sps.fftconvolve(np.pad(truth, 4, mode="reflect"), psf, mode="valid")
+    noisy = (100 + rng.poisson(np.clip(blurred - 100, 0, None))).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "img.tif", noisy)
+    np.save(tmp_path / "psf.npy", psf)
+    base = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "--steps", "1"]
+    base += ["--preset", "paper"]
+    result = _ok(runner.invoke(app, [*base, "--check", "-o", str(tmp_path / "checked.tif")]))
+    assert "held-out pixels" in result.output and "instead" in result.output
+    record = json.loads(read_provenance(tmp_path / "checked.tif")["check.c0"])
+    assert record["fell_back"] is True
+    checked = read_stack(tmp_path / "checked.tif").data
+    _ok(runner.invoke(app, [*base, "-q", "-o", str(tmp_path / "plain.tif")]))  # the paper preset: no check
+    assert "check.c0" not in read_provenance(tmp_path / "plain.tif")
+    plain = read_stack(tmp_path / "plain.tif").data
+    # The fallback is closer to the object than the untrained network's output.
+    assert np.mean((checked - truth) ** 2) < np.mean((plain - truth) ** 2)

@@ -91,6 +91,9 @@ def test_tiny_suite_end_to_end_resume_and_rerun(tmp_path):
     assert entries["2d-widefield-na1.4/nuclei/spitfire-best"]["reg"] == 0.99
     assert entries["3d-confocal/membranes/wiener"]["skipped"].startswith("unsupervised_wiener is 2D")
     assert entries["3d-confocal/membranes/default"]["steps"] == 2
+    # The default runs the held-out check, as `deconvolve` does, and records its verdict.
+    verdict = entries["3d-confocal/membranes/default"]["check"]
+    assert verdict["winner"] and verdict["pixels"] > 0 and isinstance(verdict["fell_back"], bool)
     # The oracle is at least as good as the fixed count it includes.
     lr = {m: entries[f"2d-widefield-na1.4/nuclei/lucy-richardson-{m}"]["psnr"] for m in ("best", "20")}
     assert lr["best"] >= lr["20"] - 1e-9 or entries["2d-widefield-na1.4/nuclei/lucy-richardson-best"]["iterations"]

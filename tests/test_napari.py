@@ -103,6 +103,7 @@ def test_deconvolve_runs_a_few_steps_and_adds_a_layer(camera, qtbot):
     widget._psf_layer.value = viewer.layers["camera PSF"]
     widget._prior.value = "none"
     widget._steps.value = 3
+    widget._check.value = False  # the network's own layer (the 3D test below runs the check)
     steps_seen = []
     widget._relay.progress.connect(lambda done, total, text: steps_seen.append((done, total)))
     widget.start()
@@ -150,11 +151,31 @@ def test_deconvolve_with_a_psf_from_parameters_in_3d(viewer, qtbot, tmp_path):
     widget._na.value, widget._index.value = 0.8, 1.33
     widget._prior.value = "none"
     widget._steps.value = 1
+    widget._check.value = False  # the 2D test below runs the check (seven Spitfire runs take long in 3D)
     widget.start()
     _wait(qtbot, widget, timeout=120)
     assert widget.last_error is None, widget.status
     out = viewer.layers[-1]
     assert out.data.shape == volume.shape and "NA 0.8" in out.name and tuple(out.scale) == (0.4, 0.2, 0.2)
+
+
+def test_deconvolve_checks_against_classical_estimates_by_default(camera, qtbot):
+    viewer = camera
+    widget = _dock(viewer, "Deconvolve")
+    assert widget._check.value is True
+    widget._image.value = viewer.layers["camera (degraded)"]
+    widget._psf_layer.value = viewer.layers["camera PSF"]
+    widget._prior.value = "none"
+    widget._steps.value = 1
+    texts = []
+    widget._relay.progress.connect(lambda done, total, text: texts.append(text))
+    widget.start()
+    _wait(qtbot, widget, timeout=120)
+    assert widget.last_error is None, widget.status
+    assert any("held-out pixels" in t for t in texts), texts
+    # The layer's name says which estimate it holds.
+    name = viewer.layers[-1].name
+    assert "siamdecon (fast" in name or "the network was behind it on held-out pixels" in name, name
 
 
 def test_bad_choices_are_reported_not_raised(camera, tmp_path):

@@ -203,6 +203,7 @@ def test_cli_pretrain_then_deconvolve_with_the_prior(tmp_path, psf2d):
 
     write_image(tmp_path / "img.tif", rescale01(data.camera()[100:196, 100:196]))
     args = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "-o", str(tmp_path / "o.tif")]
+    args.append("--no-check")
     res = runner.invoke(app, [*args, "--prior", str(tmp_path / "p.pt"), "--steps", "2"])
     assert res.exit_code == 0, res.output
     assert "starting from prior 'p.pt'" in res.output and "fine-tuning 2 steps" in res.output
@@ -219,6 +220,7 @@ def test_cli_says_when_no_shipped_prior_fits_the_psf(tmp_path):
     np.save(tmp_path / "g.npy", gaussian / gaussian.sum())
     write_image(tmp_path / "img.tif", rescale01(data.camera()[100:164, 100:164]))
     args = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "g.npy"), "-o", str(tmp_path / "o.tif")]
+    args.append("--no-check")
     res = runner.invoke(app, [*args, "--steps", "2"])
     assert res.exit_code == 0, res.output
     assert "starting from prior 'fast-2d-generic.pt' (pretrained for any PSF and camera" in res.output
@@ -304,6 +306,7 @@ def test_cli_says_when_it_transfers_a_prior(tmp_path):
     np.save(tmp_path / "psf.npy", generate_psf(ndim=2, plane=2))
     write_image(tmp_path / "img.tif", rescale01(data.camera()[100:164, 100:164]))
     args = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "-o", str(tmp_path / "o.tif")]
+    args.append("--no-check")
     _lr_start(2).save(tmp_path / "lr-start.yaml")
     res = runner.invoke(app, [*args, "--steps", "2", "--config", str(tmp_path / "lr-start.yaml")])
     assert res.exit_code == 0, res.output

@@ -7,13 +7,15 @@ Every command validates its inputs before any long computation, reports bad inpu
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import typer
 
@@ -248,6 +250,7 @@ _WAVELENGTH = typer.Option(
     help="--psf auto: emission wavelength in um, one for all channels or one per channel (0.52,0.61).",
 )
 _IMMERSION = typer.Option(None, "--immersion", help="--psf auto: immersion medium (default oil).")
+_QUIET = typer.Option(False, "--quiet", "-q", help="No progress output.")
 
 
 def _echo(quiet: bool) -> Callable[[str], None]:
@@ -319,37 +322,184 @@ def _is_single(inputs: list[Path]) -> bool:
     return not _many([str(p) for p in inputs], expand_inputs([str(p) for p in inputs]))
 
 
+# -- option groups shared by commands ------------------------------------------------------------------
+# A command lists a group once (``@_grouped(training=TrainingOptions)``) and receives its options as
+# one object; Typer sees the group's options as the command's own (its signature is extended).
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """How networks are trained (deconvolve, train)."""
+
+    preset: Preset
+    loss: Loss | None
+    boundary_weight: float | None
+    steps: int | None
+    mask_fraction: float | None
+    prior: str | None
+    seed: int | None
+    config: Path | None
+
+    OPTIONS: ClassVar[dict[str, tuple[Any, Any]]] = {}
+
+    def configs(self, device: str | None) -> dict:
+        """The config for 2D and for 3D inputs (only the config file's own with --config)."""
+        return _configs(
+            self.preset,
+            self.loss,
+            self.boundary_weight,
+            self.steps,
+            self.seed,
+            device,
+            self.config,
+            self.mask_fraction,
+            self.prior,
+        )
+
+
+@dataclass(frozen=True)
+class PSFSource:
+    """Where each channel's PSF comes from (deconvolve, train)."""
+
+    psf: list[str]
+    psf_voxel_size: str | None
+    na: float | None
+    wavelength: str | None
+    immersion: Immersion | None
+
+    OPTIONS: ClassVar[dict[str, tuple[Any, Any]]] = {}
+
+    def options(self):
+        """The validated :class:`siamdecon.batch.PSFOptions`."""
+        return _psf_options(self.psf, self.na, self.wavelength, self.immersion, self.psf_voxel_size)
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How input files are read (deconvolve, train, predict)."""
+
+    axes: str | None
+    voxel_size: str | None
+    allow_missing_chunks: bool
+
+    OPTIONS: ClassVar[dict[str, tuple[Any, Any]]] = {}
+
+    def voxel(self) -> tuple[float, ...] | None:
+        """``--voxel-size`` parsed."""
+        from .axes import parse_triplet
+
+        return parse_triplet(self.voxel_size, None, "--voxel-size")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where outputs go and how a run of many files is done (deconvolve, predict)."""
+
+    dtype: OutputType
+    overwrite: bool
+    workers: int | None
+    scheduler: str | None
+    device: str | None
+    quiet: bool
+
+    OPTIONS: ClassVar[dict[str, tuple[Any, Any]]] = {}
+
+    def files(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`siamdecon.batch.deconvolve_files` / ``predict_files``."""
+        return {
+            "dtype": self.dtype.value,
+            "overwrite": self.overwrite,
+            "workers": self.workers,
+            "scheduler": self.scheduler,
+            "device": self.device,
+            "progress": not self.quiet,
+            "log": _echo(self.quiet),
+        }
+
+
+TrainingOptions.OPTIONS.update(
+    preset=(Preset, _PRESET),
+    loss=(Loss | None, _LOSS),
+    boundary_weight=(float | None, _BOUND),
+    steps=(int | None, _STEPS),
+    mask_fraction=(float | None, _MASK),
+    prior=(str | None, _PRIOR),
+    seed=(int | None, _SEED),
+    config=(Path | None, _CONFIG),
+)
+PSFSource.OPTIONS.update(
+    psf=(list[str], _PSFS),
+    psf_voxel_size=(str | None, _PSF_VOXEL),
+    na=(float | None, _NA),
+    wavelength=(str | None, _WAVELENGTH),
+    immersion=(Immersion | None, _IMMERSION),
+)
+InputOptions.OPTIONS.update(
+    axes=(str | None, _AXES),
+    voxel_size=(str | None, _VOXEL),
+    allow_missing_chunks=(bool, _MISSING),
+)
+RunOptions.OPTIONS.update(
+    dtype=(OutputType, _DTYPE),
+    overwrite=(bool, _OVERWRITE),
+    workers=(int | None, _WORKERS),
+    scheduler=(str | None, _SCHEDULER),
+    device=(str | None, _DEVICE),
+    quiet=(bool, _QUIET),
+)
+
+
+def _grouped(**groups: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the options of ``groups`` (keyword -> group class), passed as one object each."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name not in groups]
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+            for cls in groups.values()
+            for name, (annotation, default) in cls.OPTIONS.items()  # type: ignore[attr-defined]
+        ]
+        names = {p.name for p in own}
+        clash = names & {p.name for p in added}
+        if clash:
+            raise TypeError(f"{fn.__name__}: options {sorted(clash)} are both the command's and a group's")
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            for key, cls in groups.items():
+                fields = cls.OPTIONS  # type: ignore[attr-defined]
+                kwargs[key] = cls(**{name: kwargs.pop(name) for name in fields})
+            return fn(**kwargs)
+
+        signature = inspect.Signature([*own, *added])
+        command.__signature__ = signature  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+        return command
+
+    return decorate
+
+
 @app.command()
 @_handle_errors
+@_grouped(source=PSFSource, reading=InputOptions, training=TrainingOptions, run=RunOptions)
 def deconvolve(
     inputs: list[Path] = _INPUTS,
-    psf: list[str] = _PSFS,
     out: Path = _OUT,
-    axes: str | None = _AXES,
-    dtype: OutputType = _DTYPE,
     per_timepoint: bool = _PER_T,
-    psf_voxel_size: str | None = _PSF_VOXEL,
-    voxel_size: str | None = _VOXEL,
-    na: float | None = _NA,
-    wavelength: str | None = _WAVELENGTH,
-    immersion: Immersion | None = _IMMERSION,
-    workers: int | None = _WORKERS,
-    scheduler: str | None = _SCHEDULER,
-    overwrite: bool = _OVERWRITE,
-    allow_missing_chunks: bool = _MISSING,
-    preset: Preset = _PRESET,
-    loss: Loss | None = _LOSS,
-    boundary_weight: float | None = _BOUND,
-    steps: int | None = _STEPS,
-    mask_fraction: float | None = _MASK,
-    prior: str | None = _PRIOR,
-    seed: int | None = _SEED,
-    device: str | None = _DEVICE,
     save_model: Path | None = typer.Option(
         None, "--save-model", help="Also save the trained model(s) here (one input; _c0, _c1... per channel)."
     ),
-    config: Path | None = _CONFIG,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    check: bool | None = typer.Option(
+        None,
+        "--check/--no-check",
+        help="Compare each channel's network with Lucy-Richardson and Spitfire on held-out pixels and write the"
+        " classical result where the network predicts the data worse. Default: on, off with --preset paper.",
+    ),
+    *,
+    source: PSFSource,
+    reading: InputOptions,
+    training: TrainingOptions,
+    run: RunOptions,
 ) -> None:
     """Train on each input (self-supervised) and write its deconvolution: every channel and time point.
 
@@ -360,78 +510,58 @@ def deconvolve(
     otherwise it trains from scratch (minutes). Several inputs (a folder, a glob) go to an output
     folder with a manifest: a rerun skips finished files and a failed file does not stop the others.
     """
-    from .axes import parse_triplet
     from .batch import deconvolve_files
 
     started = time.perf_counter()
-    opts = _psf_options(psf, na, wavelength, immersion, psf_voxel_size)
+    opts = source.options()
     if save_model is not None:
         _check_model_output(save_model)
-    configs = _configs(preset, loss, boundary_weight, steps, seed, device, config, mask_fraction, prior)
     summary = deconvolve_files(
         [str(p) for p in inputs],
         out,
         opts,
-        config=configs,
-        axes=axes,
-        dtype=dtype.value,
+        config=training.configs(run.device),
+        axes=reading.axes,
         per_timepoint=per_timepoint,
-        voxel_size=parse_triplet(voxel_size, None, "--voxel-size"),
-        overwrite=overwrite,
-        allow_missing_chunks=allow_missing_chunks,
-        workers=workers,
-        scheduler=scheduler,
+        voxel_size=reading.voxel(),
+        allow_missing_chunks=reading.allow_missing_chunks,
         save_model=save_model,
-        device=device,
-        progress=not quiet,
-        log=_echo(quiet),
+        check=check,
+        **run.files(),
     )
-    _summary(summary, started, quiet, _is_single(inputs))
+    _summary(summary, started, run.quiet, _is_single(inputs))
 
 
 @app.command()
 @_handle_errors
+@_grouped(source=PSFSource, reading=InputOptions, training=TrainingOptions)
 def train(
     image: Path = typer.Argument(..., help="Input image, volume or stack (any format 'deconvolve' reads)."),
-    psf: list[str] = _PSFS,
     out: Path = typer.Option(
         ..., "-o", "--output", help="Model file to write (e.g. model.pt; _c0, _c1... per channel)."
     ),
-    axes: str | None = _AXES,
     per_timepoint: bool = _PER_T,
-    psf_voxel_size: str | None = _PSF_VOXEL,
-    voxel_size: str | None = _VOXEL,
-    na: float | None = _NA,
-    wavelength: str | None = _WAVELENGTH,
-    immersion: Immersion | None = _IMMERSION,
-    allow_missing_chunks: bool = _MISSING,
-    preset: Preset = _PRESET,
-    loss: Loss | None = _LOSS,
-    boundary_weight: float | None = _BOUND,
-    steps: int | None = _STEPS,
-    mask_fraction: float | None = _MASK,
-    prior: str | None = _PRIOR,
-    seed: int | None = _SEED,
     device: str | None = _DEVICE,
-    config: Path | None = _CONFIG,
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = _QUIET,
+    *,
+    source: PSFSource,
+    reading: InputOptions,
+    training: TrainingOptions,
 ) -> None:
     """Train a model per channel of IMAGE and save it (weights, config, PSF, normalization, axes) to OUT."""
-    from .axes import parse_triplet
     from .batch import train_file
 
     _check_model_output(out)
-    opts = _psf_options(psf, na, wavelength, immersion, psf_voxel_size)
-    configs = _configs(preset, loss, boundary_weight, steps, seed, device, config, mask_fraction, prior)
+    opts = source.options()
     train_file(
         image,
         out,
         opts,
-        config=configs,
-        axes=axes,
+        config=training.configs(device),
+        axes=reading.axes,
         per_timepoint=per_timepoint,
-        voxel_size=parse_triplet(voxel_size, None, "--voxel-size"),
-        allow_missing_chunks=allow_missing_chunks,
+        voxel_size=reading.voxel(),
+        allow_missing_chunks=reading.allow_missing_chunks,
         device=device,
         progress=not quiet,
         log=_echo(quiet),
@@ -440,29 +570,23 @@ def train(
 
 @app.command()
 @_handle_errors
+@_grouped(reading=InputOptions, run=RunOptions)
 def predict(
     inputs: list[Path] = _INPUTS,
     model: list[Path] = typer.Option(
         ..., "--model", help="Model file from 'siamdecon train': one per channel, in channel order, or one for all."
     ),
     out: Path = _OUT,
-    axes: str | None = _AXES,
-    dtype: OutputType = _DTYPE,
-    voxel_size: str | None = _VOXEL,
-    workers: int | None = _WORKERS,
-    scheduler: str | None = _SCHEDULER,
-    overwrite: bool = _OVERWRITE,
-    allow_missing_chunks: bool = _MISSING,
     tile_size: int | None = typer.Option(None, "--tile-size", min=8, help="Tile side (default from the model)."),
     tile_overlap: int | None = typer.Option(None, "--tile-overlap", min=0, help="Tile overlap in pixels."),
-    device: str | None = _DEVICE,
     normalization: str = typer.Option(
         "model", "--normalization", help="model: the training image's statistics; image: recompute them on IMAGE."
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    *,
+    reading: InputOptions,
+    run: RunOptions,
 ) -> None:
     """Deconvolve each input with saved model(s): one per channel, or one for all channels."""
-    from .axes import parse_triplet
     from .batch import predict_files
 
     started = time.perf_counter()
@@ -474,21 +598,15 @@ def predict(
         [str(p) for p in inputs],
         out,
         model,
-        axes=axes,
-        dtype=dtype.value,
-        voxel_size=parse_triplet(voxel_size, None, "--voxel-size"),
-        overwrite=overwrite,
-        allow_missing_chunks=allow_missing_chunks,
-        workers=workers,
-        scheduler=scheduler,
+        axes=reading.axes,
+        voxel_size=reading.voxel(),
+        allow_missing_chunks=reading.allow_missing_chunks,
         tile_size=tile_size,
         tile_overlap=tile_overlap,
         normalization=normalization,
-        device=device,
-        progress=not quiet,
-        log=_echo(quiet),
+        **run.files(),
     )
-    _summary(summary, started, quiet, _is_single(inputs))
+    _summary(summary, started, run.quiet, _is_single(inputs))
 
 
 @app.command("lucy-richardson")

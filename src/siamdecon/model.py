@@ -309,6 +309,39 @@ class Deconvolver:
         )
         return norm.invert(out[0])
 
+    def check(self, image: np.ndarray, *, device: str | None = None, **kwargs: Any):
+        """Compare this network with Lucy-Richardson and Spitfire on held-out pixels of ``image``.
+
+        The network runs on copies of ``image`` whose held-out pixels (as sparse as its training
+        mask) are replaced by the mean of their neighbours, so its prediction there never sees
+        them; see :func:`siamdecon.holdout.check` for the
+        classical candidates, the criterion and ``kwargs``.
+
+        Returns
+        -------
+        siamdecon.holdout.CheckReport
+            ``report.fell_back`` says whether a classical estimate predicts the data better;
+            ``report.estimate(image, model.psf)`` computes it on the whole image.
+        """
+        from .holdout import check
+        from .noise import NoiseModel
+
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != self.config.ndim:
+            raise InputError(
+                f"this model was trained on {self.config.ndim}D data but the image is {image.ndim}D"
+                f" (shape {image.shape})"
+            )
+        norm = self.normalization
+
+        def predict_masked(masked: np.ndarray) -> np.ndarray:
+            return self.predict(masked, device=device)
+
+        if "noise" not in kwargs and (norm.gain != 1.0 or norm.read_variance != 0.0):
+            kwargs.setdefault("noise", NoiseModel(norm.gain, norm.offset, norm.read_variance))
+        kwargs.setdefault("mask_fraction", self.config.mask.fraction)
+        return check(predict_masked, image, self.psf, device=resolve_device(device or "auto"), **kwargs)
+
     # -- files --------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write weights, config, PSF and normalization to one file (atomically)."""
@@ -364,12 +397,41 @@ def _provenance(text: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def deconvolve(image: np.ndarray, psf: np.ndarray, config: Config | None = None, **fit_kwargs: Any) -> np.ndarray:
+def deconvolve(
+    image: np.ndarray,
+    psf: np.ndarray,
+    config: Config | None = None,
+    *,
+    check: bool | None = None,
+    **fit_kwargs: Any,
+) -> np.ndarray:
     """Train on ``image`` and return its deconvolution (the one-call API).
+
+    Parameters
+    ----------
+    image, psf, config
+        As for :meth:`Deconvolver.fit`.
+    check : bool, optional
+        Compare the trained network with Lucy-Richardson and Spitfire on held-out pixels
+        (:meth:`Deconvolver.check`) and return the classical estimate, with a warning that says
+        so, when the network predicts the data worse. Default: on, except for the ``paper`` preset.
+    **fit_kwargs
+        Passed to :meth:`Deconvolver.fit`.
 
     Examples
     --------
     >>> from siamdecon import deconvolve, make_config       # doctest: +SKIP
     >>> sharp = deconvolve(image, psf, make_config("fast", ndim=image.ndim))  # doctest: +SKIP
     """
-    return Deconvolver.fit(image, psf, config, **fit_kwargs).predict(image)
+    import warnings
+
+    model = Deconvolver.fit(image, psf, config, **fit_kwargs)
+    if check is None:
+        check = model.config.preset != "paper"
+    if check:
+        device = model.config.training.device
+        report = model.check(image, device=device)
+        if report.fell_back:
+            warnings.warn(report.summary(), stacklevel=2)
+            return report.estimate(np.asarray(image, np.float32), model.psf, device=resolve_device(device))
+    return model.predict(image)

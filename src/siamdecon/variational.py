@@ -254,10 +254,13 @@ class _SparseHessian(torch.autograd.Function):
         return out, None, None
 
 
-def _data_term_2d(estimate: torch.Tensor, blurry: torch.Tensor, op: PSFConvolution) -> torch.Tensor:
-    """``mean((blurry - corr(estimate, psf))^2)``, inputs of shape ``(1, 1, H, W)``."""
+def _data_term_2d(
+    estimate: torch.Tensor, blurry: torch.Tensor, op: PSFConvolution, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``mean(w * (blurry - corr(estimate, psf))^2)``, inputs of shape ``(1, 1, H, W)`` (``w`` = 1 by default)."""
     # PSFConvolution.adjoint is the "same" zero-boundary correlation, i.e. what nn.Conv2d computes.
-    return torch.mean(torch.square(blurry - op.adjoint(estimate)))
+    squared = torch.square(blurry - op.adjoint(estimate))
+    return torch.mean(squared if weights is None else weights * squared)
 
 
 def _circular_otf(psf: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -295,6 +298,27 @@ class _CircularDataTerm(torch.autograd.Function):
         residual = (spectrum - blurry_spectrum).mul_(otf.conj())
         n = float(np.prod(ctx.shape))
         return torch.fft.irfftn(residual, s=ctx.shape).mul_(grad / n), None, None, None
+
+
+class _WeightedCircularDataTerm(torch.autograd.Function):
+    """``mean(w * (y - h * u)^2)`` with the same factor convention as :class:`_CircularDataTerm`:
+    the backward pass returns ``H^T (w (H u - y)) / N``."""
+
+    @staticmethod
+    def forward(ctx, estimate, blurry, weights, otf):  # type: ignore[override]
+        shape = tuple(estimate.shape)
+        residual = torch.fft.irfftn(torch.fft.rfftn(estimate).mul_(otf), s=shape).sub_(blurry)
+        weighted = residual * weights
+        ctx.save_for_backward(weighted, otf)
+        ctx.shape = shape
+        return torch.mean(weighted * residual)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        weighted, otf = ctx.saved_tensors
+        n = float(np.prod(ctx.shape))
+        back = torch.fft.irfftn(torch.fft.rfftn(weighted).mul_(otf.conj()), s=ctx.shape)
+        return back.mul_(grad / n), None, None, None
 
 
 # -- checks -------------------------------------------------------------------------------------------
@@ -349,6 +373,7 @@ def spitfire(
     precision: float = ...,
     max_iterations: int = ...,
     device: str | torch.device = ...,
+    weights: np.ndarray | None = ...,
     return_info: Literal[False] = ...,
 ) -> np.ndarray: ...
 
@@ -366,6 +391,7 @@ def spitfire(
     precision: float = ...,
     max_iterations: int = ...,
     device: str | torch.device = ...,
+    weights: np.ndarray | None = ...,
     return_info: Literal[True],
 ) -> SpitfireResult: ...
 
@@ -382,6 +408,7 @@ def spitfire(
     precision: float = 1e-7,
     max_iterations: int = 2500,
     device: str | torch.device = "cpu",
+    weights: np.ndarray | None = None,
     return_info: bool = False,
 ) -> np.ndarray | SpitfireResult:
     """Spitfire deconvolution, the same computation as ``sdeconv.deconv.spitfire`` (1.0.4).
@@ -413,6 +440,10 @@ def spitfire(
         Iteration cap (sdeconv's fixed ``max_iter_`` is 2500).
     device : str or torch.device
         Where to compute.
+    weights : np.ndarray, optional
+        Per-pixel weights of the data term, the image's shape, in [0, 1] (padded by reflection like
+        the image): 0 makes a pixel missing data, which the estimate must predict without seeing
+        (hold-out validation, :mod:`siamdecon.holdout`). Not part of sdeconv.
     return_info : bool
         Return a :class:`SpitfireResult` (image, iteration count, last loss, stop reason) instead of
         the image alone.
@@ -470,19 +501,36 @@ def spitfire(
     if pad > 0:
         blurry = F.pad(blurry, [pad] * (2 * ndim), mode="reflect")
     padded_shape = tuple(blurry.shape[2:])
+    w = None
+    if weights is not None:
+        w = torch.as_tensor(np.asarray(weights, dtype=np.float32), device=device)
+        if tuple(w.shape) != tuple(data.shape):
+            raise InputError(f"weights shape {tuple(w.shape)} differs from the image shape {tuple(data.shape)}")
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise InputError("weights must be finite and non-negative")
+        w = w[None, None]
+        if pad > 0:
+            # The padding repeats pixels by reflection: a held-out pixel stays held out in its copies.
+            w = F.pad(w, [pad] * (2 * ndim), mode="reflect")
 
     if ndim == 2:
         op = PSFConvolution(kernel.cpu()).to(device)
 
         def data_term(u: torch.Tensor) -> torch.Tensor:
-            return _data_term_2d(u, blurry, op)
-    else:
+            return _data_term_2d(u, blurry, op, w)
+    elif w is None:
         otf = _circular_otf(kernel, padded_shape)
         blurry_3d = blurry[0, 0]
         blurry_spectrum = torch.fft.rfftn(blurry_3d)
 
         def data_term(u: torch.Tensor) -> torch.Tensor:
             return _CircularDataTerm.apply(u[0, 0], blurry_3d, blurry_spectrum, otf)
+    else:
+        otf = _circular_otf(kernel, padded_shape)
+        blurry_3d, w_3d = blurry[0, 0], w[0, 0]
+
+        def data_term(u: torch.Tensor) -> torch.Tensor:
+            return _WeightedCircularDataTerm.apply(u[0, 0], blurry_3d, w_3d, otf)
 
     def objective(u: torch.Tensor) -> torch.Tensor:
         # A term with weight 0 adds exactly 0.0 to the loss and its gradient: skipping it is exact.

@@ -18,6 +18,7 @@ import napari
 import napari.viewer
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -255,6 +256,12 @@ class DeconvolveWidget(_JobWidget):
         self._prior = ComboBox(choices=["auto", "none"], value="auto", label="prior")
         self._steps = SpinBox(value=0, min=0, max=1_000_000, label="steps (0: preset)")
         self._device = ComboBox(choices=["auto", "cpu", "cuda", "mps"], value="auto", label="device")
+        self._check = CheckBox(
+            value=True,
+            label="check against Lucy-Richardson and Spitfire",
+            tooltip="On held-out pixels; the classical result replaces the network's where the network predicts"
+            " the data worse (the layer's name says so). Off with the paper preset.",
+        )
         fields = [
             self._image,
             self._psf_source,
@@ -270,6 +277,7 @@ class DeconvolveWidget(_JobWidget):
             self._prior,
             self._steps,
             self._device,
+            self._check,
         ]
         super().__init__(viewer, fields)
         self._psf_source.changed.connect(self._show_psf_fields)
@@ -337,6 +345,7 @@ class DeconvolveWidget(_JobWidget):
         na, wavelength, index = self._na.value, self._wavelength.value, self._index.value
         pixel, z_step = self._pixel.value, self._z_step.value
         image_name = layer.name
+        check = bool(self._check.value) and config.preset != "paper"
 
         def task(job: _Job) -> tuple[np.ndarray, str, Image]:
             from ..model import Deconvolver
@@ -361,7 +370,16 @@ class DeconvolveWidget(_JobWidget):
                 how = f"prior {model.prior} + {total} steps {config.prior.fine_tune_loss}" if total else model.prior
             else:
                 how = f"{config.loss}, {total} steps"
-            return result, f"{image_name} siamdecon ({config.preset}, {how}, {psf_name})", layer
+            name = f"{image_name} siamdecon ({config.preset}, {how}, {psf_name})"
+            if check:
+                job.report(total, total, "checking against Lucy-Richardson and Spitfire on held-out pixels...")
+                report = model.check(data, device=config.training.device)
+                job.check()
+                if report.fell_back:
+                    result = report.estimate(data, model.psf)
+                    behind = "the network was behind it on held-out pixels"
+                    name = f"{image_name} {report.winner.label} ({behind}, {psf_name})"
+            return result, name, layer
 
         return task, 0
 

@@ -1,0 +1,194 @@
+"""The ground-truth-free check (siamdecon.holdout): held-out data stays held out, the criterion
+ranks a good estimate above a bad one, and the weighted Spitfire data term is right."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import signal
+
+from siamdecon import holdout, variational
+from siamdecon.classical import richardson_lucy_series
+from siamdecon.holdout import check, holdout_folds, reconvolve, replace_by_neighbours
+from siamdecon.noise import NoiseModel
+from siamdecon.simulate import fluorescence_2d, tubes_3d
+from siamdecon.variational import spitfire
+
+
+def _gaussian(shape: tuple[int, ...], sigma: float) -> np.ndarray:
+    grids = np.meshgrid(*[np.arange(n) - n // 2 for n in shape], indexing="ij")
+    psf = np.exp(-0.5 * sum(g**2 for g in grids) / sigma**2)
+    return (psf / psf.sum()).astype(np.float32)
+
+
+def _camera_case(seed: int = 0, size: int = 96):
+    """A blurred 2D object in photon counts with Poisson noise and a camera offset of 100."""
+    rng = np.random.default_rng(seed)
+    truth = 100.0 + 400.0 * fluorescence_2d(size, seed=seed)
+    psf = _gaussian((13, 13), 2.0)
+    blurred = signal.fftconvolve(np.pad(truth, 6, mode="reflect"), psf, mode="valid")
+    noisy = 100.0 + rng.poisson(np.clip(blurred - 100.0, 0, None)).astype(np.float32)
+    return truth.astype(np.float32), noisy.astype(np.float32), psf, NoiseModel(1.0, 100.0, 1e-3)
+
+
+def test_folds_are_as_sparse_as_the_training_mask_and_seeded():
+    a = holdout_folds((64, 64), 4, 0.01, seed=3)
+    b = holdout_folds((64, 64), 4, 0.01, seed=3)
+    assert a.shape == (4, 64, 64) and a.dtype == bool
+    np.testing.assert_array_equal(a, b)
+    # One pixel per 10x10 box: 7x7 boxes, the last row/column of boxes partly outside.
+    assert 36 <= int(a[0].sum()) <= 49
+    assert not np.array_equal(a[0], a[1])
+
+
+def test_replace_by_neighbours_uses_only_unmasked_neighbours():
+    img = np.arange(25, dtype=np.float32).reshape(5, 5)
+    mask = np.zeros((5, 5), bool)
+    mask[2, 2] = mask[2, 3] = True
+    out = replace_by_neighbours(img, mask)
+    ring = [img[1, 1], img[1, 2], img[1, 3], img[2, 1], img[3, 1], img[3, 2], img[3, 3]]
+    assert out[2, 2] == pytest.approx(np.mean(ring))
+    np.testing.assert_array_equal(out[~mask], img[~mask])
+
+
+def test_reconvolve_continues_the_object_by_reflection():
+    psf = _gaussian((7, 7), 1.5)
+    flat = np.full((20, 20), 3.0, np.float32)
+    # A constant object blurs to itself everywhere, the border included (no missing light).
+    np.testing.assert_allclose(reconvolve(flat, psf), flat, rtol=1e-5)
+    img = np.random.default_rng(0).random((20, 20)).astype(np.float32)
+    direct = signal.convolve(np.pad(img, 3, mode="reflect"), psf, mode="valid")
+    np.testing.assert_allclose(reconvolve(img, psf), direct, atol=1e-5)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_weighted_spitfire_with_unit_weights_is_spitfire(ndim):
+    rng = np.random.default_rng(1)
+    if ndim == 2:
+        psf = _gaussian((7, 7), 1.3)
+        img = signal.convolve(fluorescence_2d(40, seed=1), psf, mode="same")
+    else:
+        psf = _gaussian((5, 7, 7), 1.2)
+        img = signal.convolve(tubes_3d((12, 24, 24), seed=1), psf, mode="same")
+    img = (img + 0.01 * rng.standard_normal(img.shape)).astype(np.float32)
+    plain = spitfire(img, psf, reg=0.99, pad=4, max_iterations=60)
+    weighted = spitfire(img, psf, reg=0.99, pad=4, max_iterations=60, weights=np.ones_like(img))
+    np.testing.assert_allclose(weighted, plain, atol=1e-4 * float(np.ptp(img)))
+
+
+def test_weighted_circular_data_term_gradient_follows_the_sdeconv_convention():
+    rng = np.random.default_rng(2)
+    shape = (6, 8, 10)
+    psf = torch.from_numpy(_gaussian((3, 5, 5), 1.0))
+    otf = variational._circular_otf(psf, shape)
+    u = torch.from_numpy(rng.random(shape).astype(np.float32)).requires_grad_(True)
+    y = torch.from_numpy(rng.random(shape).astype(np.float32))
+    w = torch.from_numpy((rng.random(shape) > 0.3).astype(np.float32))
+    loss = variational._WeightedCircularDataTerm.apply(u, y, w, otf)
+    loss.backward()
+    v = u.detach().clone().requires_grad_(True)
+    blurred = torch.fft.irfftn(torch.fft.rfftn(v) * otf, s=shape)
+    reference = torch.mean(w * (blurred - y) ** 2)
+    reference.backward()
+    assert float(loss.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
+    # As sdeconv's unweighted term: half the true gradient.
+    np.testing.assert_allclose(u.grad.numpy(), 0.5 * v.grad.numpy(), rtol=1e-4, atol=1e-8)
+
+
+def test_zero_weight_pixels_do_not_influence_the_classical_estimates():
+    _, noisy, psf, _ = _camera_case(size=48)
+    held = holdout_folds(noisy.shape, 2, 0.02, seed=0).any(axis=0)
+    other = noisy.copy()
+    other[held] += 500.0  # very different data at the held-out pixels only
+    w = (~held).astype(np.float32)
+    a, b = (replace_by_neighbours(x, held) for x in (noisy, other))
+    np.testing.assert_array_equal(a, b)
+    lr_a = richardson_lucy_series(a - 100, psf, [5], boundary="extend", weights=w)[5]
+    lr_b = richardson_lucy_series(b - 100, psf, [5], boundary="extend", weights=w)[5]
+    np.testing.assert_array_equal(lr_a, lr_b)
+    # And the weights themselves matter: without them the held-out values are data.
+    lr_c = richardson_lucy_series(np.clip(other - 100, 0, None), psf, [5], boundary="extend")[5]
+    assert np.abs(lr_c - lr_a).max() > 1.0
+    sp_a = spitfire(a - 100, psf, reg=0.99, pad=4, max_iterations=40, weights=w)
+    # Without the replacement the held-out values would leak through Spitfire's start and range.
+    sp_c = spitfire(other - 100, psf, reg=0.99, pad=4, max_iterations=40, weights=w)
+    assert np.abs(sp_c - sp_a).max() > 0
+    sp_b = spitfire(b - 100, psf, reg=0.99, pad=4, max_iterations=40, weights=w)
+    np.testing.assert_array_equal(sp_a, sp_b)
+
+
+def test_check_keeps_a_network_that_knows_the_object():
+    truth, noisy, psf, noise = _camera_case()
+    report = check(lambda masked: truth, noisy, psf, noise=noise, folds=4, mask_fraction=0.02, spitfire_regs=(0.99,))
+    assert not report.fell_back
+    assert report.network.error < report.classical[0].error
+    assert report.z < 0
+    # The truth predicts the data to within the noise: a normalized error of about 1.
+    assert report.network.error == pytest.approx(1.0, abs=0.15)
+    assert "writing the network's result" in report.summary()
+    with pytest.raises(ValueError, match="network won"):
+        report.estimate(noisy, psf)
+
+
+def test_check_replaces_a_network_that_does_not_deconvolve():
+    truth, noisy, psf, noise = _camera_case()
+    # "Deconvolution" that returns its (masked) input: reblurred, it is blurred twice.
+    report = check(lambda masked: masked, noisy, psf, noise=noise, folds=4, mask_fraction=0.02, spitfire_regs=(0.99,))
+    assert report.fell_back
+    assert report.z > 2
+    assert report.winner is report.classical[0]
+    assert report.winner.name in ("lucy-richardson", "spitfire")
+    assert "instead" in report.summary()
+    est = report.estimate(noisy, psf)
+    assert est.shape == noisy.shape
+    # The fallback is a real deconvolution: closer to the object than the input is.
+    assert np.mean((est - truth) ** 2) < np.mean((noisy - truth) ** 2)
+    record = report.to_dict()
+    assert record["fell_back"] is True and record["winner"] == report.winner.label
+
+
+def test_check_runs_on_the_central_region_of_a_large_image():
+    truth, noisy, psf, noise = _camera_case(size=96)
+    report = check(
+        lambda masked: masked,
+        noisy,
+        psf,
+        noise=noise,
+        folds=2,
+        max_voxels=48 * 48,
+        spitfire_regs=(),
+        mask_fraction=0.02,
+    )
+    assert tuple(s.stop - s.start for s in report.region) == (48, 48)
+    assert report.region[0].start == 24
+
+
+def test_check_needs_a_classical_candidate():
+    _, noisy, psf, noise = _camera_case(size=32)
+    with pytest.raises(ValueError, match="at least one classical"):
+        check(lambda m: m, noisy, psf, noise=noise, folds=1, lr_iterations=(), spitfire_regs=())
+
+
+def test_model_check_runs_the_network_on_masked_copies():
+    from siamdecon import Deconvolver, make_config
+
+    truth, noisy, psf, _ = _camera_case(size=64)
+    cfg = make_config("fast", 2, steps=2, prior={"source": "none"})
+    model = Deconvolver.fit(noisy, psf, cfg, progress=False)
+    seen: list[np.ndarray] = []
+    original = model.predict
+
+    def spy(image, **kwargs):
+        seen.append(np.array(image))
+        return original(image, **kwargs)
+
+    model.predict = spy  # type: ignore[method-assign]
+    report = model.check(noisy, folds=3, spitfire_regs=())
+    assert len(seen) == 3
+    masks = holdout_folds(noisy.shape, 3, cfg.mask.fraction, 0)
+    for copy, mask in zip(seen, masks):
+        np.testing.assert_array_equal(copy[~mask], noisy[~mask])
+        np.testing.assert_allclose(copy[mask], replace_by_neighbours(noisy, mask)[mask])
+    assert report.pixels == int(masks.any(axis=0).sum())
+    assert holdout.LR_ITERATIONS[0] == 1
