@@ -1101,14 +1101,14 @@ def _run_checks(
 ) -> dict[tuple[int, int | None], Any]:
     """The held-out check of every model, on the first volume it was trained on (its central region
     for a lazily read one); the verdict applies to all of that model's volumes."""
-    from .holdout import _central_region
+    from .holdout import MAX_VOXELS, _central_region
 
     where = stack.describe()
     futures = {}
     for (c, t), m in models.items():
         view = stack.volume(t if t is not None else trained_on[c][0], c)
         if stack.is_lazy:
-            region = _central_region(tuple(int(n) for n in view.shape), 2**18, m.psf.shape)
+            region = _central_region(tuple(int(n) for n in view.shape), MAX_VOXELS[stack.ndim], m.psf.shape)
             volume = np.asarray(view[region])
         else:
             volume = np.asarray(view)
