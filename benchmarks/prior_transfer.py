@@ -15,7 +15,7 @@ parameter changed from the paper's) and compares, per image:
 - `paper-prior-fine-tuned`: the same, then the preset's blind-spot fine-tuning with the image's PSF
   (in 3D, where the preset does not fine-tune, 100 steps).
 
-Forcing the prior bypasses the PSF check of `siamdecon.prior.resolve_prior` inside this script only.
+Forcing the prior bypasses the PSF check of `siamdecon.prior_choice.resolve_prior` inside this script only.
 Prints JSON rows per image and variant, then a summary row per PSF.
 """
 

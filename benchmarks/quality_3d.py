@@ -55,7 +55,7 @@ def main() -> None:
         prior=prior or None,
         tta=True if args.tta else None,
     )
-    from siamdecon.prior import resolve_prior
+    from siamdecon.prior_choice import resolve_prior
 
     if resolve_prior(cfg.prior.source, case.psf, cfg) is not None:
         t0 = time.perf_counter()

@@ -10,15 +10,8 @@ from siamdecon.cli import app
 from siamdecon.data import Normalization
 from siamdecon.errors import ConfigError, InputError
 from siamdecon.io import write_image
-from siamdecon.prior import (
-    PretrainConfig,
-    Prior,
-    config_for_psf,
-    pretrain,
-    resolve_prior,
-    shipped_priors,
-    synthetic_pairs,
-)
+from siamdecon.prior import PretrainConfig, Prior, pretrain, synthetic_pairs
+from siamdecon.prior_choice import config_for_psf, resolve_prior, shipped_priors
 from siamdecon.simulate import dead_leaves, fluorescence_2d, rescale01, tubes_3d
 from siamdecon.training import build_network
 
@@ -268,7 +261,7 @@ def _lr_start(ndim, **kw):
 
 
 def test_auto_transfers_the_nearest_prior_to_a_psf_of_similar_width(psf2d, psf3d):
-    from siamdecon.prior import TRANSFER_RATIO
+    from siamdecon.prior_choice import TRANSFER_RATIO
     from siamdecon.psf import generate_psf, psf_widths
 
     # The transfer rule, for configs with the shipped priors' start (the fast preset's own generic

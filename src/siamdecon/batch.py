@@ -937,7 +937,7 @@ def describe_start(kernel: np.ndarray, config: Config) -> str:
 
     Resolving the prior here also makes a bad prior file fail before any training.
     """
-    from .prior import config_for_psf, resolve_prior
+    from .prior_choice import config_for_psf, resolve_prior
     from .psf import psf_widths
 
     config = config_for_psf(config, kernel)

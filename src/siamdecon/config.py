@@ -127,7 +127,7 @@ class PriorConfig(_Model):
         None,
         ge=0,
         description="training steps on the image after the prior; None: the measured choice for the prior"
-        " that runs (siamdecon.prior.config_for_psf)",
+        " that runs (siamdecon.prior_choice.config_for_psf)",
     )
     fine_tune_lr: float = Field(2e-4, gt=0, description="peak learning rate of the fine-tuning")
     fine_tune_batch_size: int | None = Field(
@@ -285,7 +285,7 @@ def _fast(ndim: int) -> dict[str, Any]:
                 "loss_border": 8,
             },
             "inference": {"tile_size": 512, "tile_overlap": 32, "context": 32, "tta": True},
-            # A shipped prior, fine-tuned for the steps measured best for it (prior.config_for_psf);
+            # A shipped prior, fine-tuned for the steps measured best for it (prior_choice.config_for_psf);
             # fine-tuning uses the blind-spot loss: Eq. 4 fine-tuning pulled priors down.
             "prior": {
                 "source": "auto",

@@ -11,7 +11,8 @@ as it is.
 A prior is pretrained for one PSF and one network shape. ``prior: auto`` in a config looks for a
 shipped prior (``siamdecon/priors/*.pt``) whose PSF equals the image's PSF; with
 ``prior.transfer`` (the ``fast`` preset) and no such prior, it takes the shipped prior whose PSF is
-nearest in width, if the widths are close enough (:data:`TRANSFER_RATIO`); the Lucy-Richardson
+nearest in width, if the widths are close enough; the rules live in :mod:`siamdecon.prior_choice`.
+The Lucy-Richardson
 start and (in 2D) the fine-tuning then use the image's own PSF. That was ahead of training from
 scratch, on average, for every PSF measured in that range (``benchmarks/prior_transfer.py``).
 ``siamdecon pretrain`` makes a prior for the exact PSF.
@@ -19,12 +20,10 @@ scratch, on average, for every PSF measured in that range (``benchmarks/prior_tr
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,6 @@ from .config import Config, NetworkConfig, _Model
 from .data import psf_is_dihedral
 from .errors import ConfigError, InputError
 from .network import prefer_channels_last
-from .psf import psf_widths
 from .runtime import keep_freed_memory
 from .simulate import dead_leaves, degrade, fluorescence_2d, tubes_3d
 
@@ -48,21 +46,12 @@ __all__ = [
     "pretrain",
     "default_pretrain_config",
     "synthetic_pairs",
-    "shipped_priors",
-    "resolve_prior",
 ]
 
 _FORMAT = "siamdecon-prior"
 _FORMAT_VERSION = 1
 # A PSF "equals" a prior's when every tap agrees within this fraction of the peak.
 _PSF_TOLERANCE = 1e-3
-#: RMS width of the image's PSF over the prior's, along every axis, within which ``transfer`` may
-#: use the prior. Measured (benchmarks/prior_transfer.py), 2D on camera, coins and cell, mean gain
-#: of the fine-tuned transferred prior over training from scratch: +3.14 dB at 0.55x, +2.76 at 0.78x,
-#: +0.97 at 1.14x, +0.49 at 1.38x (one image -0.05), 0.00 at 1.90x (one image -0.62): wider PSFs
-#: gain less. 3D, the benchmark volume, prior alone (the 3D preset does not fine-tune): +1.7 to
-#: +1.8 dB at lateral widths 0.93x, 1.28x and 1.35x (axial 1.0x), hence a narrower range there.
-TRANSFER_RATIO: dict[int, tuple[float, float]] = {2: (0.5, 1.5), 3: (0.9, 1.4)}
 
 
 class PretrainConfig(_Model):
@@ -489,133 +478,3 @@ def _pretrain(
         start_extra_iterations=tuple(t.start_extra_iterations),
         ndim=ndim,
     )
-
-
-def shipped_priors() -> list[Path]:
-    """The prior files that ship inside the package."""
-    folder = resources.files("siamdecon") / "priors"
-    if not folder.is_dir():
-        return []
-    return sorted(Path(str(f)) for f in folder.iterdir() if f.name.endswith(".pt"))
-
-
-@functools.lru_cache(maxsize=8)
-def _load_shipped(path: Path) -> Prior:
-    # Package files do not change while running; "auto" is resolved by the CLI and again by
-    # training, for every image of a batch or benchmark.
-    return Prior.load(path)
-
-
-#: Fine-tuning steps when ``prior.fine_tune_steps`` is ``None`` (the presets), per prior and
-#: dimensionality (docs/benchmark-microscopy.md, docs/priors.md). The generic 2D prior is used as
-#: it is: 200 blind-spot steps on the image lowered it on 6 of 7 quick microscopy cases (by 0.05-0.95 dB). A
-#: prior made for the image's PSF: in 2D 200 steps (batch 16) added about 1 dB on the paper's
-#: suite; in 3D they lost 1.3 dB. A 3D prior the user gives is fine-tuned: nothing measured
-#: says it fits the data as it is.
-FINE_TUNE_STEPS = {"generic": {2: 0, 3: 200}, "this-psf": {2: 200, 3: 0}, "other": {2: 200, 3: 200}}
-
-
-def config_for_psf(config: Config, psf: np.ndarray) -> Config:
-    """The config that runs for this PSF.
-
-    For the ``fast`` preset's own start with ``prior.source="auto"``, a shipped prior pretrained for
-    exactly this PSF (the paper's) beats the generic start on that PSF's data but corrects another
-    start: its start is adopted. ``prior.fine_tune_steps=None`` becomes the steps measured best for
-    the prior that will run (:data:`FINE_TUNE_STEPS`). Starts and step counts the user chose are kept.
-
-    Parameters
-    ----------
-    config : Config
-        The run's config.
-    psf : np.ndarray
-        The normalized PSF of the image.
-    """
-    config = _adopted_start(config, psf)
-    if config.prior.fine_tune_steps is not None:
-        return config
-    prior = resolve_prior(config.prior.source, psf, config)
-    kind = (
-        "other" if prior is None else "generic" if prior.generic else "this-psf" if prior.matches_psf(psf) else "other"
-    )
-    steps = FINE_TUNE_STEPS[kind][config.ndim]
-    return config.model_copy(update={"prior": config.prior.model_copy(update={"fine_tune_steps": steps})})
-
-
-def _adopted_start(config: Config, psf: np.ndarray) -> Config:
-    from .config import make_config
-
-    if config.prior.source != "auto" or config.preset != "fast":
-        return config
-    preset = make_config("fast", config.ndim)
-    t, d = config.training, preset.training
-    if (t.start, t.start_iterations, tuple(t.start_extra_iterations)) != (
-        d.start,
-        d.start_iterations,
-        tuple(d.start_extra_iterations),
-    ):
-        return config
-    shipped = [_load_shipped(p) for p in shipped_priors()]
-    if any(p.incompatibility(config) is None and p.matches_psf(psf) for p in shipped):
-        return config
-    for p in shipped:
-        if p.generic or p.ndim != config.ndim or p.network != config.network or not p.matches_psf(psf):
-            continue
-        training = t.model_copy(
-            update={
-                "start": p.start,
-                "start_iterations": p.start_iterations,
-                "start_extra_iterations": tuple(p.start_extra_iterations),
-            }
-        )
-        return config.model_copy(update={"training": training})
-    return config
-
-
-def resolve_prior(choice: str, psf: np.ndarray, config: Config) -> Prior | None:
-    """The prior ``config`` asks for, checked against the PSF and the network.
-
-    Parameters
-    ----------
-    choice : str
-        ``"none"``; ``"auto"`` (a shipped prior made for this PSF and network; else a shipped
-        generic prior for this network, made for any PSF; else, if ``config.prior.transfer``, the
-        shipped prior whose PSF is nearest in width, when its RMS width along every axis is within
-        :data:`TRANSFER_RATIO` of this PSF's; else none); or a path to a prior file (which must fit
-        the network, and be generic or made for this PSF, or an error says why).
-    psf : np.ndarray
-        The normalized PSF of the image.
-    config : Config
-        The run's config.
-    """
-    if choice == "none":
-        return None
-    if choice == "auto":
-        fitting = [p for p in map(_load_shipped, shipped_priors()) if p.incompatibility(config) is None]
-        for prior in fitting:
-            if prior.matches_psf(psf):
-                return prior
-        generic = [p for p in fitting if p.generic]
-        if generic:
-            return generic[0]
-        fitting = [p for p in fitting if not p.generic]
-        if not (config.prior.transfer and fitting):
-            return None
-        # Another PSF: the prior whose PSF is nearest in width along every axis.
-        widths = psf_widths(psf)
-        if min(widths) == 0.0:  # a single bright line or pixel: nothing to compare
-            return None
-        ratios = [[w / max(v, 1e-12) for w, v in zip(widths, psf_widths(p.psf), strict=True)] for p in fitting]
-        worst = [max(abs(math.log(r)) for r in rs) for rs in ratios]
-        i = int(np.argmin(worst))
-        low, high = TRANSFER_RATIO[config.ndim]
-        return fitting[i] if all(low <= r <= high for r in ratios[i]) else None
-    prior = Prior.load(choice)
-    reason = prior.incompatibility(config)
-    if reason is not None:
-        raise ConfigError(f"prior '{choice}' cannot start this network: {reason}")
-    if not prior.generic and not prior.matches_psf(psf):
-        raise ConfigError(
-            f"prior '{choice}' was pretrained for another PSF (shape {prior.psf.shape}); pretrain one for this"
-            " PSF with `siamdecon pretrain`"
-        )
-    return prior

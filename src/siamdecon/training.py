@@ -26,7 +26,7 @@ from .losses import LossInputs, compute_losses, loss_preset
 from .masking import apply_mask, stratified_mask
 from .network import DeconvolutionNetwork, build_network, prefer_channels_last
 from .operators import PSFConvolution
-from .prior import config_for_psf, resolve_prior
+from .prior_choice import config_for_psf, resolve_prior
 from .runtime import keep_freed_memory
 
 __all__ = ["resolve_device", "build_network", "TrainResult", "train"]

@@ -302,7 +302,7 @@ class DeconvolveWidget(_JobWidget):
 
     def _prepare(self) -> tuple[Callable[[_Job], Any], int]:
         from ..config import make_config
-        from ..prior import config_for_psf, resolve_prior
+        from ..prior_choice import config_for_psf, resolve_prior
         from ..psf import check_psf_fits, load_psf, normalize_psf, validate_psf
 
         layer = self._image.value
