@@ -234,6 +234,8 @@ def test_demo_runs_on_a_small_crop(tmp_path):
         assert (tmp_path / "demo" / name).exists()
     rows = json.loads((tmp_path / "demo" / "results.json").read_text())["rows"]
     assert len(rows) == 3
+    # The demo runs the held-out check as `deconvolve` does and says what it decided.
+    assert "held-out pixels" in rows[2]["check"] and "held-out pixels" in res.output
 
 
 def test_lucy_richardson_subtracts_a_camera_offset(tmp_path, psf2d):

@@ -1260,6 +1260,9 @@ def demo(
     typer.echo("-" * len(header))
     for r in rows:
         typer.echo(f"{r['method']:<40}{r['psnr']:>8.2f}{r['ssim']:>8.3f}{r['seconds']:>10.1f}")
+    for r in rows:
+        if r.get("check"):
+            typer.echo(f"\n{r['check']}")
     typer.echo(f"\nimages, comparison.png and results.json in {out}/")
 
 
