@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--cases", action="append", default=[])
     ap.add_argument("--out", default="docs/holdout/results.jsonl")
     ap.add_argument("--models", default="/tmp/holdout-models")
-    ap.add_argument("--folds", type=int, default=8)
+    ap.add_argument("--folds", type=int, help="masks (default: the check's own choice)")
     args = ap.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -192,3 +192,22 @@ def test_model_check_runs_the_network_on_masked_copies():
         np.testing.assert_allclose(copy[mask], replace_by_neighbours(noisy, mask)[mask])
     assert report.pixels == int(masks.any(axis=0).sum())
     assert holdout.LR_ITERATIONS[0] == 1
+
+
+def test_default_folds_hold_out_about_min_held_out_pixels():
+    calls = []
+
+    def predictor(masked):
+        calls.append(1)
+        return masked
+
+    big = np.random.default_rng(0).random((512, 512)).astype(np.float32) + 1.0
+    psf = _gaussian((5, 5), 1.0)
+    noise = NoiseModel(1.0, 0.0, 0.01)
+    # 2 % of 512^2 is 5,243 pixels per fold: the minimum of 2 folds.
+    report = check(predictor, big, psf, noise=noise, mask_fraction=0.02, spitfire_regs=(), lr_iterations=(1, 2))
+    assert len(calls) == 2 and report.pixels >= holdout.MIN_HELD_OUT
+    calls.clear()
+    # 0.5 % of 64^2 is 20 per fold: capped at 8 folds.
+    check(predictor, big[:64, :64], psf, noise=noise, mask_fraction=0.005, spitfire_regs=(), lr_iterations=(1,))
+    assert len(calls) == 8

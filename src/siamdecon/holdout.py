@@ -54,6 +54,7 @@ __all__ = [
     "reconvolve",
     "LR_ITERATIONS",
     "MAX_VOXELS",
+    "MIN_HELD_OUT",
     "SPITFIRE_REGS",
 ]
 
@@ -62,6 +63,8 @@ LR_ITERATIONS: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 100)
 #: Spitfire's ``reg`` values tried: the part of the microscopy suite's oracle grid (0.9-0.999) that
 #: the check chose from on the suite (docs/holdout.md); each value is one Spitfire run.
 SPITFIRE_REGS: tuple[float, ...] = (0.95, 0.98, 0.99, 0.995)
+#: Held-out pixels the default number of folds aims at (each fold costs one network pass).
+MIN_HELD_OUT = 4000
 #: Largest region checked, per dimensionality: larger images are checked on their central part.
 MAX_VOXELS: dict[int, int] = {2: 2**18, 3: 2**17}
 
@@ -266,7 +269,7 @@ def check(
     noise: NoiseModel | None = None,
     mask_fraction: float = 0.005,
     replace: Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray] | None = None,
-    folds: int = 8,
+    folds: int | None = None,
     lr_iterations: Sequence[int] = LR_ITERATIONS,
     spitfire_regs: Sequence[float] = SPITFIRE_REGS,
     z_threshold: float = 2.0,
@@ -296,9 +299,10 @@ def check(
     replace : callable, optional
         ``replace(image, mask, rng)`` -> the image with ``mask``'s pixels replaced by values that
         do not depend on them (default: the mean of their unmasked neighbours).
-    folds : int
+    folds : int, optional
         Independent masks; the network runs once per fold, the classical methods once with all
-        folds held out together (a few per cent of the pixels).
+        folds held out together (a few per cent of the pixels). Default: enough for about
+        :data:`MIN_HELD_OUT` held-out pixels, between 2 and 8 folds.
     lr_iterations, spitfire_regs
         The classical candidates' grids; an empty grid leaves that method out.
     z_threshold, margin : float
@@ -331,6 +335,9 @@ def check(
     region = _central_region(full.shape, max_voxels or MAX_VOXELS[full.ndim], psf.shape)
     y = np.ascontiguousarray(full[region])
     noise = noise or estimate_noise(y)
+    if folds is None:
+        per_fold = max(1.0, y.size * mask_fraction)
+        folds = int(min(8, max(2, math.ceil(MIN_HELD_OUT / per_fold))))
     masks = holdout_folds(y.shape, folds, mask_fraction, seed)
     held = masks.any(axis=0)
     rng = np.random.default_rng(seed)
