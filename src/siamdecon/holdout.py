@@ -328,6 +328,8 @@ def check(
     -------
     CheckReport
     """
+    if not lr_iterations and not spitfire_regs:
+        raise ValueError("the check needs at least one classical candidate (lr_iterations or spitfire_regs)")
     t0 = time.perf_counter()
     say = progress or (lambda _msg: None)
     full = np.asarray(image, np.float32)
@@ -377,8 +379,6 @@ def check(
             pred = reconvolve(est + np.float32(noise.offset), op)
             classical.append(Candidate("spitfire", {"reg": float(reg)}, 0.0, _score(pred, y, held, weights)))
     network = Candidate("network", {}, 0.0, _score(net_pred, y, held, weights))
-    if not classical:
-        raise ValueError("the check needs at least one classical candidate (lr_iterations or spitfire_regs)")
     for c in (network, *classical):
         c.error = float(c.errors.mean())
     classical.sort(key=lambda c: c.error)
