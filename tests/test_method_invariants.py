@@ -258,7 +258,7 @@ def test_paper_preset_smoke_with_step_decay():
 def test_3d_tiled_prediction_matches_one_pass():
     """Tiles (each with the network's context read around it) stitch to the one-pass prediction:
     the Lucy-Richardson channels of the generic start are computed per tile, so the match is close
-    rather than exact (measured: under 1 % of the range at the worst voxel)."""
+    rather than exact (measured: 0.11 % of the range at the worst voxel, 0.005 % on average)."""
     psf = _psf(3)
     clean = tubes_3d((20, 64, 64), seed=6)
     noisy = degrade(clean, psf, seed=6)
@@ -267,5 +267,5 @@ def test_3d_tiled_prediction_matches_one_pass():
     whole = model.predict(noisy, tile_size=128)
     tiled = model.predict(noisy, tile_size=32, tile_overlap=8)
     span = float(whole.max() - whole.min())
-    assert np.abs(tiled - whole).max() < 0.02 * span
-    assert np.abs(tiled - whole).mean() < 0.002 * span
+    assert np.abs(tiled - whole).max() < 0.005 * span
+    assert np.abs(tiled - whole).mean() < 0.0005 * span
