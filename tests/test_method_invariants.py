@@ -123,6 +123,19 @@ def test_branches_reach_the_loss_unswapped(monkeypatch, loss):
     assert torch.equal(diff * (1 - inp.mask), torch.zeros_like(diff))
 
 
+def _spy_on_losses(monkeypatch) -> list:
+    """Record the loss weights every training step computes its losses with."""
+    captured: list = []
+    compute = training.compute_losses
+
+    def spy(inp, weights, border=0):
+        captured.append(weights)
+        return compute(inp, weights, border=border)
+
+    monkeypatch.setattr(training, "compute_losses", spy)
+    return captured
+
+
 @pytest.mark.parametrize(("loss", "boundary"), [("blind-spot", 0.0), ("siamese-deconvolved", 0.3)])
 def test_loss_and_boundary_weight_from_the_cli_reach_the_loss_that_runs(monkeypatch, tmp_path, loss, boundary):
     from siamdecon.cli import app
@@ -131,14 +144,7 @@ def test_loss_and_boundary_weight_from_the_cli_reach_the_loss_that_runs(monkeypa
     image = degrade(fluorescence_2d(48, seed=3), psf, seed=3)
     write_image(tmp_path / "img.tif", image)
     np.save(tmp_path / "psf.npy", psf)
-    captured = []
-    compute = training.compute_losses
-
-    def spy(inp, weights, border=0):
-        captured.append(weights)
-        return compute(inp, weights, border=border)
-
-    monkeypatch.setattr(training, "compute_losses", spy)
+    captured = _spy_on_losses(monkeypatch)
     args = ["train", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "-o", str(tmp_path / "m.pt")]
     args += ["--prior", "none", "--steps", "2", "--loss", loss, "--boundary-weight", str(boundary)]
     res = CliRunner().invoke(app, args)
@@ -216,14 +222,7 @@ def test_loss_given_with_a_prior_is_the_fine_tuning_loss(monkeypatch, tmp_path):
     psf = _psf(2)
     write_image(tmp_path / "img.tif", degrade(fluorescence_2d(48, seed=7), psf, seed=7))
     np.save(tmp_path / "psf.npy", psf)
-    captured = []
-    compute = training.compute_losses
-
-    def spy(inp, weights, border=0):
-        captured.append(weights)
-        return compute(inp, weights, border=border)
-
-    monkeypatch.setattr(training, "compute_losses", spy)
+    captured = _spy_on_losses(monkeypatch)
     args = ["train", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "-o", str(tmp_path / "m.pt")]
     res = CliRunner().invoke(app, [*args, "--steps", "1", "--loss", "siamese-deconvolved"])
     assert res.exit_code == 0, res.output

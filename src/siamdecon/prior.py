@@ -372,17 +372,11 @@ def pretrain(
 
     dev = resolve_device(device)
     with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
-        return _pretrain(psf, config, settings, device=device, progress=progress, allow_interrupt=allow_interrupt)
+        return _pretrain(psf, config, settings, device, progress, allow_interrupt)
 
 
 def _pretrain(
-    psf: np.ndarray | None,
-    config: Config,
-    settings: PretrainConfig | None = None,
-    *,
-    device: str = "cpu",
-    progress: bool = True,
-    allow_interrupt: bool = True,
+    psf: np.ndarray | None, config: Config, settings: PretrainConfig | None, device: str, progress: bool, stop: bool
 ) -> Prior:
     from .data import Normalization
     from .device import resolve_device
@@ -450,7 +444,7 @@ def _pretrain(
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}", refresh=False)
     except KeyboardInterrupt:
-        if not allow_interrupt:
+        if not stop:  # Ctrl-C ends pretraining early only when the caller allows it
             raise
         interrupted = True
     finally:
