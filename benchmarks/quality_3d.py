@@ -94,7 +94,7 @@ def main() -> None:
     report.update(
         {
             "prior": model.prior,
-            "loss": cfg.prior.fine_tune_loss if model.prior else cfg.loss,
+            "loss": cfg.prior.fine_tune_loss if model.prior else cfg.loss.label,
             "steps": len(model.history),
             "curve": curve,
             "final": final,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import siamdecon.training as training
 from siamdecon import Deconvolver, make_config
-from siamdecon.data import Normalization
+from siamdecon.data import ImageSource, Normalization
 from siamdecon.io import write_image
 from siamdecon.losses import loss_preset
 from siamdecon.masking import apply_mask, stratified_mask
@@ -32,13 +32,19 @@ def _psf(ndim: int) -> np.ndarray:
     return np.load(DATA / f"paper_psf_{ndim}d.npy")
 
 
+def _start(kind: str, iterations: int, extra: tuple[int, ...]) -> dict:
+    if kind == "none":
+        return {"kind": kind}
+    return {"kind": kind, "iterations": iterations, **({"extra_iterations": extra} if kind == "generic" else {})}
+
+
 def _network(ndim: int, start: str, iterations: int, extra: tuple[int, ...]):
     cfg = make_config(
         "fast",
         ndim=ndim,
         width=4,
         prior={"source": "none"},
-        training={"start": start, "start_iterations": iterations, "start_extra_iterations": extra},
+        training={"start": _start(start, iterations, extra)},
     )
     norm = Normalization(mean=0.3, std=0.2, low=0.0, high=1.0, gain=0.01, offset=0.0, read_variance=1e-4)
     torch.manual_seed(0)
@@ -240,11 +246,10 @@ def test_paper_preset_smoke_with_step_decay():
         steps=60,
         width=8,
         patch_size=32,
-        decay_every=20,
-        training={"batch_size": 4},
+        training={"batch_size": 4, "schedule": {"kind": "step", "decay_every": 20}},
         tile_size=64,
     )
-    assert cfg.network.norm == "batch" and cfg.training.schedule == "step" and cfg.training.start == "none"
+    assert cfg.network.norm == "batch" and cfg.training.schedule.kind == "step" and cfg.training.start.kind == "none"
     model = Deconvolver.fit(noisy, psf, cfg, progress=False)
     lrs = [h["lr"] for h in model.history]
     base = cfg.training.lr
@@ -268,3 +273,56 @@ def test_3d_tiled_prediction_matches_one_pass():
     span = float(whole.max() - whole.min())
     assert np.abs(tiled - whole).max() < 0.005 * span
     assert np.abs(tiled - whole).mean() < 0.0005 * span
+
+
+def test_batchnorm_recalibration_uses_the_statistics_of_unmasked_patches():
+    # The running statistics after recalibration are the average over the calibration batches of
+    # each batch's own (what inference-time patches look like), whatever they were before.
+    psf = _psf(2)
+    noisy = degrade(fluorescence_2d(64, seed=3), psf, seed=3)
+    cfg = make_config("paper", ndim=2, width=4, patch_size=32)
+    source = ImageSource(noisy)
+    norm = source.normalization(None, None, noise=False)
+    net = training.build_network(cfg, psf, norm)
+    first = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with torch.no_grad():
+        first.running_mean.fill_(5.0)
+        first.running_var.fill_(9.0)
+    seen, fed = [], []
+    hook = first.register_forward_hook(lambda _m, inp, _out: seen.append(inp[0].detach().clone()))
+    feed = net.register_forward_pre_hook(lambda _m, inp: fed.append(inp[0].detach().clone()))
+    training._recalibrate(net, source.sampler(norm, 32, 4, True, seed=1), torch.device("cpu"), batches=3)
+    hook.remove()
+    feed.remove()
+    assert len(seen) == 3 and not net.training
+    # It fed the network the sampler's patches as they are: no mask, no replacement noise.
+    same = source.sampler(norm, 32, 4, True, seed=1)
+    assert all(torch.equal(x, same.sample()) for x in fed)
+    means = torch.stack([s.mean(dim=(0, 2, 3)) for s in seen]).mean(0)
+    variances = torch.stack([s.var(dim=(0, 2, 3), unbiased=True) for s in seen]).mean(0)
+    assert torch.allclose(first.running_mean, means, atol=1e-5)
+    assert torch.allclose(first.running_var, variances, rtol=1e-4)
+
+
+def test_a_trained_paper_preset_network_keeps_the_image_mean():
+    # Eq. 4 matches the reconvolved output to the image, so the deconvolved mean is the image's
+    # (the PSF sums to 1). With statistics that are not the trained network's, it is not: the
+    # reset running statistics shift it by 0.21 std (measured: -0.05 std with the recalibrated ones).
+    psf = _psf(2)
+    noisy = degrade(fluorescence_2d(64, seed=8), psf, seed=8)
+    cfg = make_config(
+        "paper",
+        ndim=2,
+        steps=300,
+        width=8,
+        patch_size=32,
+        training={"batch_size": 4, "schedule": {"kind": "step", "decay_every": 100}},
+        tile_size=64,
+    )
+    model = Deconvolver.fit(noisy, psf, cfg, progress=False)
+    offset = (model.predict(noisy).mean() - noisy.mean()) / noisy.std()
+    assert abs(offset) < 0.1
+    for m in model.network.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+    assert abs((model.predict(noisy).mean() - noisy.mean()) / noisy.std()) > 0.15

@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from siamdecon import Deconvolver, degrade, evaluate, make_config, richardson_lucy_series
 from siamdecon.cli import app
+from siamdecon.config import LucyRichardsonStart
 from siamdecon.data import Normalization
 from siamdecon.errors import ConfigError, InputError
 from siamdecon.io import write_image
@@ -97,7 +98,7 @@ def test_prior_file_round_trip(tiny_prior, tmp_path, psf2d):
     loaded = Prior.load(path)
     assert loaded.network == tiny_prior.network
     assert loaded.settings == tiny_prior.settings
-    assert (loaded.start, loaded.start_iterations) == (tiny_prior.start, tiny_prior.start_iterations)
+    assert loaded.start == tiny_prior.start
     assert np.array_equal(loaded.psf, tiny_prior.psf)
     assert all(torch.equal(loaded.state_dict[k], v) for k, v in tiny_prior.state_dict.items())
     assert loaded.matches_psf(psf2d) and loaded.name == "p.pt"
@@ -120,7 +121,7 @@ def test_a_prior_is_refused_for_another_psf_or_network(tiny_prior, tmp_path, psf
     with pytest.raises(ConfigError, match="network"):
         resolve_prior(path, psf2d, make_config("fast", ndim=2, width=16))
     with pytest.raises(ConfigError, match="start"):
-        resolve_prior(path, psf2d, _tiny_config(start_iterations=3))
+        resolve_prior(path, psf2d, _tiny_config(training={"start": {"iterations": 3}}))
     assert resolve_prior("none", psf2d, _tiny_config()) is None
     # "auto" never fails: without a fitting shipped prior, training starts from scratch.
     assert resolve_prior("auto", other_psf, _lr_start(2)) is None
@@ -231,7 +232,7 @@ def test_the_shipped_3d_prior_fits_the_paper_psf_and_is_used_without_fine_tuning
     volume = degrade(rescale01(rng.random((20, 40, 40))), psf3d, seed=2)
     model = Deconvolver.fit(volume, psf3d, cfg, progress=False)
     assert model.prior == prior.name and model.history == []
-    assert model.config.training.start == "lucy-richardson" and model.config.prior.fine_tune_steps == 0
+    assert model.config.training.start.kind == "lucy-richardson" and model.config.prior.fine_tune_steps == 0
     assert model.predict(volume).shape == volume.shape
 
 
@@ -257,7 +258,7 @@ def test_psf_widths_per_axis():
 
 
 def _lr_start(ndim, **kw):
-    return make_config("fast", ndim=ndim, training={"start": "lucy-richardson", "start_iterations": 1}, **kw)
+    return make_config("fast", ndim=ndim, training={"start": {"kind": "lucy-richardson", "iterations": 1}}, **kw)
 
 
 def test_auto_transfers_the_nearest_prior_to_a_psf_of_similar_width(psf2d, psf3d):
@@ -311,24 +312,23 @@ def test_the_fast_preset_adopts_the_start_of_a_prior_made_for_this_psf(psf2d):
     from pathlib import Path
 
     fast2 = make_config("fast", ndim=2)
-    assert fast2.training.start == "generic" and fast2.prior.fine_tune_steps is None
+    assert fast2.training.start.kind == "generic" and fast2.prior.fine_tune_steps is None
     adopted = config_for_psf(fast2, psf2d)
-    assert (adopted.training.start, adopted.training.start_iterations) == ("lucy-richardson", 1)
-    assert adopted.training.start_extra_iterations == () and adopted.prior.fine_tune_steps == 200
+    assert adopted.training.start == LucyRichardsonStart(iterations=1) and adopted.prior.fine_tune_steps == 200
     # Another PSF, a start the user chose, or another prior source: the config as it is.
     yy, xx = np.mgrid[-7:8, -7:8]
     other = np.exp(-(yy**2 + xx**2) / (2 * 2.5**2))
     other /= other.sum()
     generic = config_for_psf(fast2, other)
     assert generic.training == fast2.training and generic.prior.fine_tune_steps == 0  # the generic prior
-    chosen = make_config("fast", ndim=2, training={"start_iterations": 6})
+    chosen = make_config("fast", ndim=2, training={"start": {"iterations": 6}})
     assert config_for_psf(chosen, psf2d).training == chosen.training
     none = make_config("fast", ndim=2, prior={"source": "none"})
     assert config_for_psf(none, psf2d).training == none.training
     # In 3D the paper-PSF prior is used as it is, unless the user asked for fine-tuning steps.
     psf3d = np.load(Path(__file__).parent / "data" / "paper_psf_3d.npy")
     fast3 = config_for_psf(make_config("fast", ndim=3), psf3d)
-    assert fast3.training.start == "lucy-richardson" and fast3.prior.fine_tune_steps == 0
+    assert fast3.training.start.kind == "lucy-richardson" and fast3.prior.fine_tune_steps == 0
     asked = config_for_psf(make_config("fast", ndim=3, fine_tune_steps=50), psf3d)
     assert asked.prior.fine_tune_steps == 50
     assert config_for_psf(make_config("fast", ndim=2, fine_tune_steps=7), psf2d).prior.fine_tune_steps == 7

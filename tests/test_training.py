@@ -91,7 +91,7 @@ def test_3d_training_runs_and_keeps_shape(psf3d):
     noisy = degrade(clean, psf3d, seed=0)
     cfg = make_config("fast", ndim=3, steps=4, patch_size=24, width=4, tile_size=32, tile_overlap=8, context=4)
     model = Deconvolver.fit(noisy, psf3d, cfg, progress=False)
-    assert model.config.loss == "siamese-reconvolved"
+    assert model.config.loss.name == "siamese-reconvolved"
     assert model.predict(noisy).shape == noisy.shape
 
 

@@ -861,7 +861,7 @@ def _provenance(
     cfg = any_model.config
     prov.update(
         preset=cfg.preset,
-        loss=cfg.loss,
+        loss=cfg.loss.label,
         steps=cfg.training.steps,
         seed=cfg.training.seed,
     )
@@ -945,17 +945,17 @@ def describe_start(kernel: np.ndarray, config: Config) -> str:
     def widths(k: np.ndarray) -> str:
         return " x ".join(f"{w:.2f}" for w in psf_widths(k))
 
-    t = config.training
-    if t.start == "generic":
-        its = ", ".join(str(n) for n in (t.start_iterations, *t.start_extra_iterations))
+    start = config.training.start
+    if start.kind == "generic":
+        its = ", ".join(str(n) for n in start.iterations_run())
         begin = f"network on Lucy-Richardson estimates ({its} iterations, object extended) and the estimated noise; "
-    elif t.start == "lucy-richardson":
-        begin = f"network correcting {t.start_iterations} Lucy-Richardson iteration(s); "
+    elif start.kind == "lucy-richardson":
+        begin = f"network correcting {start.iterations} Lucy-Richardson iteration(s); "
     else:
-        begin = f"network start '{t.start}'; "
+        begin = f"network start '{start.kind}'; "
     prior = resolve_prior(config.prior.source, kernel, config)
     if prior is None:
-        what = begin + f"trained from scratch on the image: {config.loss} loss, {config.training.steps} steps"
+        what = begin + f"trained from scratch on the image: {config.loss.label} loss, {config.training.steps} steps"
         if config.prior.source == "auto":
             what += "; no shipped prior for this PSF or one of similar width ('siamdecon pretrain' makes one)"
         return what

@@ -94,11 +94,11 @@ def bmz_kwargs(model: Deconvolver) -> dict:
     from .data import psf_is_dihedral
 
     cfg = model.config
-    if cfg.training.start == "generic":
+    if cfg.training.start.kind == "generic":
         raise ConfigError(
-            "this model starts from the generic Lucy-Richardson channels (training.start='generic', the fast"
+            "this model starts from the generic Lucy-Richardson channels (training.start kind 'generic', the fast"
             " preset's default), which the BioImage Model Zoo package does not implement yet; to export a model,"
-            " train it with a config whose training.start is 'lucy-richardson' ('siamdecon config -o c.yaml',"
+            " train it with a config whose training.start is {kind: lucy-richardson} ('siamdecon config -o c.yaml',"
             " edit, then --config c.yaml) or with --preset paper"
         )
     return {
@@ -107,8 +107,8 @@ def bmz_kwargs(model: Deconvolver) -> dict:
         "levels": cfg.network.levels,
         "skip": cfg.network.skip,
         "norm": cfg.network.norm,
-        "start": cfg.training.start,
-        "iterations": cfg.training.start_iterations,
+        "start": cfg.training.start.kind,
+        "iterations": (cfg.training.start.iterations_run() or (1,))[0],
         "psf_shape": [int(s) for s in model.psf.shape],
         "mean": float(model.normalization.mean),
         "std": float(model.normalization.std),
@@ -202,7 +202,7 @@ def _documentation(model: Deconvolver, kwargs: dict, difference: float) -> str:
 
 Self-supervised deconvolution of a {cfg.ndim}D fluorescence microscopy {"image" if cfg.ndim == 2 else "volume"}
 with a known PSF (Papkov et al. 2023), trained by siamdecon on one image
-({cfg.preset} preset, {cfg.loss} loss{f", from prior {model.prior}" if model.prior else ""}).
+({cfg.preset} preset, {cfg.loss.label} loss{f", from prior {model.prior}" if model.prior else ""}).
 
 - Input `raw`: raw intensities, axes `batch, channel{", z" if cfg.ndim == 3 else ""}, y, x`, float32, one channel.
 - Output `deconvolved`: the deconvolved image, same axes, shape and intensity units.
@@ -395,7 +395,7 @@ def export_bmz(
                     dependencies=v0_5.FileDescr(source=env),
                 )
             ),
-            config=v0_5.Config(siamdecon={"version": __version__, "preset": cfg.preset, "loss": cfg.loss}),
+            config=v0_5.Config(siamdecon={"version": __version__, "preset": cfg.preset, "loss": cfg.loss.label}),
         )
         with atomic_path(out) as part:
             save_package(descr, output_path=part)

@@ -137,8 +137,12 @@ def _config(
         for key, value in overrides.items():
             if value is None:
                 continue
-            # A section override (mask) changes the given fields and keeps the file's others.
-            merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
+            # A section override (mask) changes the given fields and keeps the file's others;
+            # --loss renames the file's loss and keeps its boundary weight.
+            if key == "loss" and "terms" not in merged["loss"]:
+                merged["loss"] = {**merged["loss"], "name": value}
+            else:
+                merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
         return make_config(base.preset if base.preset in ("fast", "paper") else "fast", ndim, **merged)
     return make_config(preset.value, ndim, **overrides)
 

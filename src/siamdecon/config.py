@@ -2,7 +2,12 @@
 
 A :class:`Config` holds everything a training run needs: network, loss, mask, optimization and
 inference (tiling) settings. It is a pydantic model, so every value is checked, unknown keys are
-rejected, and it saves to and loads from YAML or JSON. Presets are small factory functions:
+rejected, and it saves to and loads from YAML or JSON. What the network corrects
+(``training.start``), the learning-rate schedule (``training.schedule``) and the loss (``loss``) are
+each one of a few typed kinds with only their own fields (``{kind: generic, iterations: 4,
+extra_iterations: [16]}``, ``{kind: step, decay_every: 500}``, ``{name: blind-spot,
+boundary_weight: 0.1}``), so a field that would have no effect cannot be written. Files in the flat
+layout of earlier versions load as the same typed config. Presets are small factory functions:
 
 ``fast``
     The CPU default: a small U-Net that starts from a few Lucy-Richardson iterations and learns a
@@ -21,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -30,6 +35,18 @@ from .errors import ConfigError
 from .losses import LOSS_PRESETS, LossPreset, LossWeights, loss_preset
 
 __all__ = [
+    "NoStart",
+    "InputStart",
+    "LucyRichardsonStart",
+    "GenericStart",
+    "StartConfig",
+    "StepSchedule",
+    "OneCycleSchedule",
+    "ConstantSchedule",
+    "ScheduleConfig",
+    "PresetLoss",
+    "CustomLoss",
+    "LossConfig",
     "NetworkConfig",
     "MaskConfig",
     "TrainingConfig",
@@ -41,11 +58,172 @@ __all__ = [
     "default_loss",
 ]
 
-Start = Literal["none", "input", "lucy-richardson", "generic"]
-
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# -- what the network corrects (training.start) ---------------------------------------------------
+class NoStart(_Model):
+    """The network outputs the estimate itself (the paper's setting)."""
+
+    kind: Literal["none"] = "none"
+
+    def iterations_run(self) -> tuple[int, ...]:
+        """Lucy-Richardson iteration counts of the start's estimates (none here)."""
+        return ()
+
+
+class InputStart(_Model):
+    """The network outputs a correction added to its (standardized) input."""
+
+    kind: Literal["input"] = "input"
+
+    def iterations_run(self) -> tuple[int, ...]:
+        """Lucy-Richardson iteration counts of the start's estimates (none here)."""
+        return ()
+
+
+class LucyRichardsonStart(_Model):
+    """The network corrects a Lucy-Richardson estimate of ``iterations`` iterations."""
+
+    kind: Literal["lucy-richardson"] = "lucy-richardson"
+    iterations: int = Field(5, ge=1, description="Lucy-Richardson iterations of the start estimate")
+
+    def iterations_run(self) -> tuple[int, ...]:
+        """Lucy-Richardson iteration counts of the start's estimates."""
+        return (self.iterations,)
+
+
+class GenericStart(_Model):
+    """The network corrects Lucy-Richardson estimates computed with the object extended beyond the
+    field, and sees them and the image's noise level as inputs: one network for any PSF and camera."""
+
+    kind: Literal["generic"] = "generic"
+    iterations: int = Field(4, ge=1, description="Lucy-Richardson iterations of the estimate corrected")
+    extra_iterations: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+        (16,), description="iteration counts of further Lucy-Richardson input channels"
+    )
+
+    def iterations_run(self) -> tuple[int, ...]:
+        """Lucy-Richardson iteration counts of the start's estimates (the corrected one first)."""
+        return (self.iterations, *self.extra_iterations)
+
+
+StartConfig = Annotated[
+    Union[NoStart, InputStart, LucyRichardsonStart, GenericStart],  # noqa: UP007 (pydantic needs Union here)
+    Field(discriminator="kind"),
+]
+
+
+# -- learning-rate schedule (training.schedule) ---------------------------------------------------
+class StepSchedule(_Model):
+    """The paper's schedule: the rate times ``decay_factor`` every ``decay_every`` steps."""
+
+    kind: Literal["step"] = "step"
+    decay_every: int = Field(500, ge=1, description="steps between decays")
+    decay_factor: float = Field(0.5, gt=0, le=1, description="rate multiplier at each decay")
+
+
+class OneCycleSchedule(_Model):
+    """A linear warm-up from a tenth of the rate, then a cosine decay to 2 % of it."""
+
+    kind: Literal["onecycle"] = "onecycle"
+    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="fraction of the steps warming up")
+
+
+class ConstantSchedule(_Model):
+    """The same rate at every step."""
+
+    kind: Literal["constant"] = "constant"
+
+
+ScheduleConfig = Annotated[
+    Union[StepSchedule, OneCycleSchedule, ConstantSchedule],  # noqa: UP007
+    Field(discriminator="kind"),
+]
+
+
+# -- the training loss (Config.loss) ---------------------------------------------------------------
+class PresetLoss(_Model):
+    """One of the paper's losses: Eq. 2 (blind-spot), Eq. 3 or Eq. 4, with a boundary term."""
+
+    name: LossPreset = "siamese-deconvolved"
+    boundary_weight: float = Field(0.0, ge=0, description="weight of both boundary terms (paper: 0 or 0.1)")
+
+    def weights(self) -> LossWeights:
+        """The term weights."""
+        return loss_preset(self.name, self.boundary_weight)
+
+    @property
+    def label(self) -> str:
+        """How the loss is named in logs and reports."""
+        return self.name if not self.boundary_weight else f"{self.name} + boundary {self.boundary_weight:g}"
+
+
+class CustomLoss(_Model):
+    """Explicit weights of the six loss terms."""
+
+    name: Literal["custom"] = "custom"
+    terms: LossWeights
+
+    def weights(self) -> LossWeights:
+        """The term weights."""
+        return self.terms
+
+    @property
+    def label(self) -> str:
+        """How the loss is named in logs and reports."""
+        return "custom (" + ", ".join(f"{k} {v:g}" for k, v in self.terms.active().items()) + ")"
+
+
+LossConfig = Annotated[Union[PresetLoss, CustomLoss], Field(discriminator="name")]  # noqa: UP007
+
+# Keys of the flat layout written by siamdecon before the typed start, schedule and loss, and the
+# defaults they had: a saved value equal to its default was never a choice, so it is dropped when
+# the variant that runs does not take it; any other value there is refused (it had no effect).
+_LEGACY_START = {"start_iterations": ("iterations", 5), "start_extra_iterations": ("extra_iterations", ())}
+_LEGACY_SCHEDULE = {
+    "decay_every": ("decay_every", 500),
+    "decay_factor": ("decay_factor", 0.5),
+    "warmup_fraction": ("warmup_fraction", 0.1),
+}
+_TAKES = {
+    "none": (),
+    "input": (),
+    "lucy-richardson": ("iterations",),
+    "generic": ("iterations", "extra_iterations"),
+    "step": ("decay_every", "decay_factor"),
+    "onecycle": ("warmup_fraction",),
+    "constant": (),
+}
+
+
+def _variant(data: dict[str, Any], field: str, legacy: dict[str, tuple[str, Any]]) -> None:
+    """Turn ``field: "kind"`` (and the flat legacy keys beside it) into the variant's mapping."""
+    value = data.get(field)
+    given = {k: data.pop(k) for k in list(legacy) if k in data}
+    if value is None and not given:
+        return
+    if isinstance(value, str):
+        value = {"kind": value}
+    elif value is None:
+        raise ValueError(f"{', '.join(given)} given without {field}")
+    elif not isinstance(value, dict):
+        return  # already a config object: pydantic checks it
+    value = dict(value)
+    kind = value.get("kind")
+    for old, raw in given.items():
+        new, default = legacy[old]
+        if isinstance(raw, list):
+            raw = tuple(raw)
+        if new in _TAKES.get(kind, ()):
+            if new in value and value[new] != raw:
+                raise ValueError(f"{old}={raw!r} disagrees with {field}.{new}={value[new]!r}")
+            value[new] = raw
+        elif raw != default:
+            raise ValueError(f"{old}={raw!r} applies to no {field} of kind {kind!r}")
+    data[field] = value
 
 
 class NetworkConfig(_Model):
@@ -71,25 +249,18 @@ class TrainingConfig(_Model):
     batch_size: int = Field(16, ge=1)
     patch_size: int = Field(128, ge=8, description="side of the square/cubic training patch")
     lr: float = Field(4e-4, gt=0)
-    schedule: Literal["step", "onecycle", "constant"] = "step"
-    decay_every: int = Field(500, ge=1, description="step schedule: steps between decays")
-    decay_factor: float = Field(0.5, gt=0, le=1, description="step schedule: lr multiplier")
-    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="onecycle: fraction of steps warming up")
+    schedule: ScheduleConfig = Field(default_factory=StepSchedule, description="learning-rate schedule")
     augment: bool = Field(True, description="random rot90 and flips (xy plane in 3D)")
     intensity_range: tuple[float, float] | None = Field(
         None, description="raw range the boundary losses keep the output in (default: see data.default_intensity_range)"
     )
     loss_border: int = Field(0, ge=0, description="patch margin excluded from the loss (pixels)")
-    start: Start = Field(
-        "none",
+    start: StartConfig = Field(
+        default_factory=NoStart,
         description=(
-            "what the network corrects: nothing, the input, Lucy-Richardson, or 'generic' (Lucy-Richardson"
-            " estimates and the noise level as inputs: a network that takes any PSF and camera)"
+            "what the network corrects: nothing (kind 'none'), its input, a Lucy-Richardson estimate, or"
+            " 'generic' (Lucy-Richardson estimates and the noise level as inputs: any PSF and camera)"
         ),
-    )
-    start_iterations: int = Field(5, ge=1, description="Lucy-Richardson iterations of the start estimate")
-    start_extra_iterations: tuple[int, ...] = Field(
-        (), description="'generic' start: iteration counts of further Lucy-Richardson input channels"
     )
     recalibrate_norm: bool = Field(
         True, description="re-estimate BatchNorm statistics on unmasked patches after training"
@@ -97,6 +268,17 @@ class TrainingConfig(_Model):
     seed: int = 0
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:N or mps")
     threads: int | None = Field(None, ge=1, description="CPU threads (default: PyTorch's choice)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_variants(cls, data: Any) -> Any:
+        # "start: generic" is short for its mapping with the defaults; the flat keys of earlier
+        # files (start_iterations, decay_every, ...) become the variant's own fields.
+        if isinstance(data, dict):
+            data = dict(data)
+            _variant(data, "start", _LEGACY_START)
+            _variant(data, "schedule", _LEGACY_SCHEDULE)
+        return data
 
 
 class InferenceConfig(_Model):
@@ -158,24 +340,43 @@ class Config(_Model):
 
     preset: str = "custom"
     ndim: Literal[2, 3] = 2
-    loss: LossPreset | Literal["custom"] = "siamese-deconvolved"
-    boundary_weight: float = Field(0.0, ge=0)
-    weights: LossWeights | None = Field(None, description="explicit term weights (overrides loss)")
+    loss: LossConfig = Field(default_factory=PresetLoss, description="the loss of training from scratch")
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     mask: MaskConfig = Field(default_factory=MaskConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     prior: PriorConfig = Field(default_factory=PriorConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_loss(cls, data: Any) -> Any:
+        # "loss: blind-spot" is short for {name: blind-spot}; files written before the typed loss
+        # carry loss, boundary_weight and weights (which overrode loss) side by side.
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        loss = data.get("loss")
+        bound = data.pop("boundary_weight", None)
+        terms = data.pop("weights", None)
+        if terms is not None:
+            if bound:
+                raise ValueError("boundary_weight goes with a named loss; explicit weights carry their own bound terms")
+            data["loss"] = {"name": "custom", "terms": terms}
+        elif isinstance(loss, str):
+            if loss == "custom":
+                raise ValueError("loss 'custom' needs its terms: loss: {name: custom, terms: {rec: 1, ...}}")
+            data["loss"] = {"name": loss, **({"boundary_weight": bound} if bound is not None else {})}
+        elif bound is not None:
+            if isinstance(loss, dict):
+                data["loss"] = {**loss, "boundary_weight": bound}
+            elif loss is None:
+                data["loss"] = {"boundary_weight": bound}
+            else:
+                raise ValueError("give boundary_weight inside loss")
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> Config:
-        if self.loss == "custom" and self.weights is None:
-            raise ValueError("loss 'custom' needs explicit 'weights'")
-        t = self.training
-        if t.start_extra_iterations and t.start != "generic":
-            raise ValueError("training.start_extra_iterations are inputs of the 'generic' start only")
-        if any(n < 1 for n in t.start_extra_iterations):
-            raise ValueError(f"training.start_extra_iterations must be positive, got {t.start_extra_iterations}")
         if self.inference.tile_overlap >= self.inference.tile_size:
             raise ValueError(
                 f"tile_overlap ({self.inference.tile_overlap}) must be smaller than tile_size"
@@ -184,10 +385,20 @@ class Config(_Model):
         return self
 
     def loss_weights(self) -> LossWeights:
-        """The effective term weights."""
-        if self.weights is not None:
-            return self.weights
-        return loss_preset(self.loss, self.boundary_weight)
+        """The term weights of training from scratch."""
+        return self.loss.weights()
+
+    def fine_tune_weights(self) -> LossWeights:
+        """The term weights of fine-tuning a prior: ``prior.fine_tune_loss``, with the training
+        loss's boundary weight."""
+        return loss_preset(self.prior.fine_tune_loss, self.boundary_weight)
+
+    @property
+    def boundary_weight(self) -> float:
+        """Weight of the boundary terms of the training loss."""
+        if isinstance(self.loss, PresetLoss):
+            return self.loss.boundary_weight
+        return self.loss.terms.bound
 
     # -- files ------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -239,10 +450,8 @@ def _paper(ndim: int) -> dict[str, Any]:
                 "batch_size": 16,
                 "patch_size": 128,
                 "lr": 4e-4,
-                "schedule": "step",
-                "decay_every": 500,
-                "decay_factor": 0.5,
-                "start": "none",
+                "schedule": {"kind": "step", "decay_every": 500, "decay_factor": 0.5},
+                "start": {"kind": "none"},
                 "loss_border": 0,
             },
             "inference": {"tile_size": 128, "tile_overlap": 32, "context": 0},
@@ -254,10 +463,8 @@ def _paper(ndim: int) -> dict[str, Any]:
             "batch_size": 4,
             "patch_size": 64,
             "lr": 4e-4,
-            "schedule": "step",
-            "decay_every": 2000,
-            "decay_factor": 0.5,
-            "start": "none",
+            "schedule": {"kind": "step", "decay_every": 2000, "decay_factor": 0.5},
+            "start": {"kind": "none"},
             "loss_border": 0,
         },
         "inference": {"tile_size": 64, "tile_overlap": 16, "context": 0},
@@ -269,7 +476,7 @@ def _fast(ndim: int) -> dict[str, Any]:
     # The network corrects Lucy-Richardson estimates computed with the object extended beyond the
     # field (no dark rim, so PSFs wider than a patch work) and sees the noise level estimated from
     # the image, so one network serves any PSF and camera.
-    generic = {"start": "generic", "start_iterations": 4, "start_extra_iterations": (16,)}
+    onecycle = {"kind": "onecycle", "warmup_fraction": 0.1}
     if ndim == 2:
         return {
             "network": {"width": 16, "levels": 3, "skip": "concat", "norm": "none"},
@@ -280,8 +487,8 @@ def _fast(ndim: int) -> dict[str, Any]:
                 "batch_size": 4,
                 "patch_size": 64,
                 "lr": 2e-3,
-                "schedule": "onecycle",
-                **generic,
+                "schedule": onecycle,
+                "start": {"kind": "generic", "iterations": 4, "extra_iterations": (16,)},
                 "loss_border": 8,
             },
             "inference": {"tile_size": 512, "tile_overlap": 32, "context": 32, "tta": True},
@@ -301,8 +508,8 @@ def _fast(ndim: int) -> dict[str, Any]:
             "batch_size": 2,
             "patch_size": 48,
             "lr": 2e-3,
-            "schedule": "onecycle",
-            **{**generic, "start_iterations": 8, "start_extra_iterations": (24,)},
+            "schedule": onecycle,
+            "start": {"kind": "generic", "iterations": 8, "extra_iterations": (24,)},
             "loss_border": 8,
         },
         "inference": {"tile_size": 96, "tile_overlap": 16, "context": 16},
@@ -318,12 +525,23 @@ PRESETS = {"fast": _fast, "paper": _paper}
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in extra.items():
+        if isinstance(v, BaseModel):
+            v = v.model_dump()
+        if isinstance(v, str) and k in _VARIANTS and isinstance(out.get(k), dict):
+            v = {"kind": v}
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+            # A variant of another kind replaces the preset's whole mapping: the preset's
+            # fields of its own kind are not the new kind's.
+            if k in _VARIANTS and v.get("kind", out[k].get("kind")) != out[k].get("kind"):
+                out[k] = dict(v)
+            else:
+                out[k] = _merge(out[k], v)
         else:
             out[k] = v
     return out
 
+
+_VARIANTS = ("start", "schedule")
 
 _SECTIONS = {
     "network": NetworkConfig.model_fields,
@@ -344,10 +562,14 @@ def make_config(preset: str = "fast", ndim: int = 2, **overrides: Any) -> Config
     ndim : {2, 3}
         Image dimensionality (presets differ between 2D and 3D).
     **overrides
-        Either section dictionaries (``training={"steps": 50}``) or flat field names of any
-        section (``steps=50``, ``width=32``, ``tile_size=128``) or top-level fields
-        (``loss="blind-spot"``, ``boundary_weight=0.1``). ``None`` values are ignored, so CLI
-        options that were not given leave the preset alone.
+        Either section dictionaries (``training={"steps": 50}``,
+        ``training={"start": {"kind": "lucy-richardson", "iterations": 3}}``) or flat field names of
+        any section (``steps=50``, ``width=32``, ``tile_size=128``) or the loss:
+        ``loss="blind-spot"`` (a preset's name), ``boundary_weight=0.1``, or
+        ``loss={"name": "custom", "terms": {...}}``. A ``start`` or ``schedule`` of another kind
+        than the preset's replaces it (``"kind"`` alone takes that kind's defaults); of the same
+        kind it updates it. ``None`` values are ignored, so CLI options that were not given leave
+        the preset alone.
 
     Raises
     ------
@@ -358,16 +580,28 @@ def make_config(preset: str = "fast", ndim: int = 2, **overrides: Any) -> Config
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if ndim not in (2, 3):
         raise ConfigError(f"ndim must be 2 or 3, got {ndim}")
-    data: dict[str, Any] = {"preset": preset, "ndim": ndim, "loss": default_loss(ndim)}
+    data: dict[str, Any] = {"preset": preset, "ndim": ndim, "loss": {"name": default_loss(ndim)}}
     data = _merge(data, PRESETS[preset](ndim))
     for key, value in overrides.items():
         if value is None:
             continue
+        if key == "loss":
+            if isinstance(value, BaseModel):
+                value = value.model_dump()
+            if isinstance(value, str):
+                if value not in LOSS_PRESETS:
+                    raise ConfigError(f"unknown loss {value!r}; choose one of {', '.join(LOSS_PRESETS)}")
+                # A preset name keeps the boundary weight already set.
+                value = {**data["loss"], "name": value} if "terms" not in data["loss"] else {"name": value}
+            data["loss"] = value
+            continue
+        if key == "boundary_weight":
+            data["loss"] = {**data["loss"], "boundary_weight": value}
+            continue
         if key in Config.model_fields:
-            if isinstance(value, dict) and isinstance(data.get(key), dict):
-                data[key] = _merge(data[key], value)
-            else:
-                data[key] = value.model_dump() if isinstance(value, BaseModel) else value
+            data[key] = _merge({key: data.get(key)}, {key: value})[key] if isinstance(value, dict) else value
+            if isinstance(data[key], BaseModel):
+                data[key] = data[key].model_dump()
             continue
         sections = [name for name, fields in _SECTIONS.items() if key in fields]
         if not sections:
@@ -377,18 +611,7 @@ def make_config(preset: str = "fast", ndim: int = 2, **overrides: Any) -> Config
                 f"option {key!r} exists in several sections ({', '.join(sections)}); give it as"
                 f" {sections[0]}={{{key!r}: ...}}"
             )
-        data.setdefault(sections[0], {})[key] = value
-    training = data.get("training", {})
-    given = {
-        **overrides.get("training", {}),
-        **{k: v for k, v in overrides.items() if k in TrainingConfig.model_fields},
-    }
-    if training.get("start") != "generic" and "start_extra_iterations" not in given:
-        # The preset's extra estimates belong to its generic start: another start asked for
-        # replaces the preset's, extras included (extras given with it are still refused).
-        training.pop("start_extra_iterations", None)
-    if data.get("loss") not in (*LOSS_PRESETS, "custom"):
-        raise ConfigError(f"unknown loss {data.get('loss')!r}; choose one of {', '.join(LOSS_PRESETS)}")
+        data[sections[0]] = _merge(data.get(sections[0], {}), {key: value})
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

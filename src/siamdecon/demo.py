@@ -75,7 +75,7 @@ def run_demo(out: Path, steps: int | None = None, seed: int = 0, size: int = 512
     if report.fell_back:
         result = report.estimate(noisy, model.psf)
     seconds = time.perf_counter() - t0
-    how = "prior + fine-tuning" if model.prior else cfg.loss
+    how = "prior + fine-tuning" if model.prior else cfg.loss.label
     if report.fell_back:
         how = f"check fell back to {report.winner.label}"
     row = {"method": f"siamdecon ({how})", **evaluate(result, clean), "seconds": seconds}

@@ -288,7 +288,7 @@ class Deconvolver:
         elif normalization == "image":
             from .data import standardize
 
-            _, norm = standardize(image, noise=self.config.training.start == "generic")
+            _, norm = standardize(image, noise=self.config.training.start.kind == "generic")
         else:
             raise ValueError(f"normalization must be 'model' or 'image', got {normalization!r}")
         inf = self.config.inference

@@ -342,8 +342,9 @@ class DeconvolutionNetwork(nn.Module):
 
 def build_network(config: Config, psf: np.ndarray, norm: Normalization) -> DeconvolutionNetwork:
     """The network described by ``config`` (input channels and residual follow ``training.start``)."""
-    start = config.training.start
-    extra = tuple(config.training.start_extra_iterations)
+    start = config.training.start.kind
+    counts = config.training.start.iterations_run()
+    extra = counts[1:]
     unet = UNet(
         ndim=config.ndim,
         in_channels=DeconvolutionNetwork.in_channels(start, extra),
@@ -358,7 +359,7 @@ def build_network(config: Config, psf: np.ndarray, norm: Normalization) -> Decon
         unet,
         start=start,
         psf=torch.as_tensor(np.asarray(psf, dtype=np.float32)),
-        iterations=config.training.start_iterations,
+        iterations=counts[0] if counts else 1,
         mean=norm.mean,
         std=norm.std,
         extra_iterations=extra,

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import Config, NetworkConfig, _Model
+from .config import Config, NetworkConfig, StartConfig, TrainingConfig, _Model
 from .data import psf_is_dihedral
 from .errors import ConfigError, InputError
 from .network import prefer_channels_last
@@ -95,7 +95,7 @@ class Prior:
         U-Net weights.
     network : NetworkConfig
         The U-Net's shape.
-    start, start_iterations
+    start : StartConfig
         The start estimate the U-Net corrects (as ``training.start``).
     psf : np.ndarray or None
         The normalized PSF it was pretrained for; ``None`` for a generic prior (any PSF and camera,
@@ -106,21 +106,17 @@ class Prior:
         Steps, seconds, final loss, version.
     name : str
         The file it was read from.
-    start_extra_iterations : tuple of int
-        Further Lucy-Richardson inputs of the ``"generic"`` start.
     ndim : int
         2 or 3 (the PSF's dimensionality when there is one).
     """
 
     state_dict: dict[str, torch.Tensor]
     network: NetworkConfig
-    start: str
-    start_iterations: int
+    start: StartConfig
     psf: np.ndarray | None
     settings: PretrainConfig
     info: dict[str, Any] = field(default_factory=dict)
     name: str = "prior"
-    start_extra_iterations: tuple[int, ...] = ()
     ndim: int = 0
 
     def __post_init__(self) -> None:
@@ -128,7 +124,6 @@ class Prior:
             self.ndim = int(np.ndim(self.psf))
         if self.ndim not in (2, 3):
             raise ValueError(f"a prior is for 2D or 3D data, got ndim={self.ndim}")
-        self.start_extra_iterations = tuple(int(n) for n in self.start_extra_iterations)
 
     @property
     def generic(self) -> bool:
@@ -151,12 +146,9 @@ class Prior:
             return f"it is for {self.ndim}D data, the config for {config.ndim}D"
         if self.network != config.network:
             return f"its network is {self.network.model_dump()}, the config's {config.network.model_dump()}"
-        t = config.training
-        own = (self.start, self.start_iterations, self.start_extra_iterations)
-        if own != (t.start, t.start_iterations, tuple(t.start_extra_iterations)):
+        if self.start != config.training.start:
             return (
-                f"it corrects start={self.start!r} ({self.start_iterations}, {self.start_extra_iterations} iterations),"
-                f" the config start={t.start!r} ({t.start_iterations}, {tuple(t.start_extra_iterations)})"
+                f"it corrects the start {self.start.model_dump()}, the config's is {config.training.start.model_dump()}"
             )
         return None
 
@@ -167,9 +159,7 @@ class Prior:
         p = Path(path)
         state = {
             "network": self.network.model_dump_json(),
-            "start": self.start,
-            "start_iterations": self.start_iterations,
-            "start_extra_iterations": list(self.start_extra_iterations),
+            "start": self.start.model_dump_json(),
             "ndim": self.ndim,
             "psf": None if self.psf is None else torch.from_numpy(np.asarray(self.psf, dtype=np.float32).copy()),
             "settings": self.settings.model_dump_json(),
@@ -189,17 +179,26 @@ class Prior:
             return cls(
                 state_dict=state["state_dict"],
                 network=NetworkConfig.model_validate_json(state["network"]),
-                start=state["start"],
-                start_iterations=int(state["start_iterations"]),
+                start=_read_start(state),
                 psf=None if state["psf"] is None else state["psf"].numpy(),
                 settings=PretrainConfig.model_validate_json(state["settings"]),
                 info=dict(state.get("info", {})),
                 name=p.name,
-                start_extra_iterations=tuple(state.get("start_extra_iterations", ())),
                 ndim=int(state.get("ndim", 0)),
             )
         except Exception as exc:
             raise InputError(f"prior file '{p}' is damaged or incompatible: {exc}") from exc
+
+
+def _read_start(state: dict[str, Any]) -> StartConfig:
+    """The start of a prior file: a JSON mapping, or (files before the typed start) its kind
+    beside ``start_iterations`` and ``start_extra_iterations``."""
+    raw = state["start"]
+    if raw.lstrip().startswith("{"):
+        return TypeAdapter(StartConfig).validate_json(raw)
+    legacy = {"start": raw, "start_iterations": int(state["start_iterations"])}
+    legacy["start_extra_iterations"] = tuple(int(n) for n in state.get("start_extra_iterations", ()))
+    return TrainingConfig.model_validate(legacy).start
 
 
 def default_pretrain_config(ndim: int, generic: bool = False, **overrides: Any) -> PretrainConfig:
@@ -386,10 +385,12 @@ def _pretrain(
     ndim = config.ndim if psf is None else np.ndim(psf)
     if config.ndim != ndim:
         raise ConfigError(f"the PSF is {ndim}D but the config is for {config.ndim}D")
-    generic_start = config.training.start == "generic"
+    generic_start = config.training.start.kind == "generic"
     settings = settings or default_pretrain_config(ndim, generic=psf is None)
     if psf is None and not (generic_start and settings.psfs > 0):
-        raise ConfigError("a generic prior (no PSF) needs training.start='generic' and settings.psfs > 0 random PSFs")
+        raise ConfigError(
+            "a generic prior (no PSF) needs the 'generic' training.start and settings.psfs > 0 random PSFs"
+        )
     dev = resolve_device(device)
     keep_freed_memory(dev)
     torch.manual_seed(settings.seed)
@@ -460,15 +461,6 @@ def _pretrain(
         "siamdecon_version": __version__,
     }
     state = {k: v.detach().cpu().contiguous() for k, v in net.unet.state_dict().items()}
-    t = config.training
     return Prior(
-        state,
-        config.network,
-        t.start,
-        t.start_iterations,
-        None if psf is None else kernel,
-        settings,
-        info,
-        start_extra_iterations=tuple(t.start_extra_iterations),
-        ndim=ndim,
+        state, config.network, config.training.start, None if psf is None else kernel, settings, info, ndim=ndim
     )

@@ -88,12 +88,8 @@ def _adopted_start(config: Config, psf: np.ndarray) -> Config:
     if config.prior.source != "auto" or config.preset != "fast":
         return config
     preset = make_config("fast", config.ndim)
-    t, d = config.training, preset.training
-    if (t.start, t.start_iterations, tuple(t.start_extra_iterations)) != (
-        d.start,
-        d.start_iterations,
-        tuple(d.start_extra_iterations),
-    ):
+    t = config.training
+    if t.start != preset.training.start:
         return config
     shipped = [_load_shipped(p) for p in shipped_priors()]
     if any(p.incompatibility(config) is None and p.matches_psf(psf) for p in shipped):
@@ -101,14 +97,7 @@ def _adopted_start(config: Config, psf: np.ndarray) -> Config:
     for p in shipped:
         if p.generic or p.ndim != config.ndim or p.network != config.network or not p.matches_psf(psf):
             continue
-        training = t.model_copy(
-            update={
-                "start": p.start,
-                "start_iterations": p.start_iterations,
-                "start_extra_iterations": tuple(p.start_extra_iterations),
-            }
-        )
-        return config.model_copy(update={"training": training})
+        return config.model_copy(update={"training": t.model_copy(update={"start": p.start})})
     return config
 
 

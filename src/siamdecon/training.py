@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config
+from .config import Config, OneCycleSchedule, StepSchedule
 from .data import ImageSource, Normalization, PatchSampler, TrainingSource, psf_is_dihedral
 from .device import resolve_device
-from .losses import LossInputs, compute_losses, loss_preset
+from .losses import LossInputs, compute_losses
 from .masking import apply_mask, stratified_mask
 from .network import DeconvolutionNetwork, build_network, prefer_channels_last
 from .operators import PSFConvolution
@@ -46,12 +46,12 @@ class TrainResult:
 
 
 def _scheduler(opt: torch.optim.Optimizer, config: Config, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    t = config.training
-    if t.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=t.decay_every, gamma=t.decay_factor)
-    if t.schedule == "onecycle":
+    schedule = config.training.schedule
+    if isinstance(schedule, StepSchedule):
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=schedule.decay_every, gamma=schedule.decay_factor)
+    if isinstance(schedule, OneCycleSchedule):
         total = max(steps, 1)
-        warm = max(int(round(t.warmup_fraction * total)), 1)
+        warm = max(int(round(schedule.warmup_fraction * total)), 1)
 
         def factor(step: int) -> float:
             if step < warm:
@@ -169,7 +169,7 @@ def _train(
     gen = torch.Generator().manual_seed(t.seed)
     intensity_range = intensity_range or t.intensity_range
     low, high = intensity_range if intensity_range is not None else (None, None)
-    norm = source.normalization(low, high, noise=t.start == "generic")
+    norm = source.normalization(low, high, noise=t.start.kind == "generic")
     augment = t.augment
     if augment and not psf_is_dihedral(psf):
         warnings.warn(
@@ -184,7 +184,7 @@ def _train(
     if prior is not None:
         net.unet.load_state_dict(prior.state_dict)
         steps, lr = config.prior.fine_tune_steps, config.prior.fine_tune_lr
-        weights = loss_preset(config.prior.fine_tune_loss, config.boundary_weight)
+        weights = config.fine_tune_weights()
         batch_size = config.prior.fine_tune_batch_size or batch_size
     else:
         steps, lr, weights = t.steps, t.lr, config.loss_weights()

@@ -627,9 +627,11 @@ def _siamdecon(prior: str | None) -> Method:
             train_s + infer_s,
             {
                 "prior": model.prior,
-                "start": model.config.training.start,
+                "start": model.config.training.start.kind,
                 "steps": steps,
-                "loss": cfg.prior.fine_tune_loss if model.prior and steps else (None if model.prior else cfg.loss),
+                "loss": cfg.prior.fine_tune_loss
+                if model.prior and steps
+                else (None if model.prior else cfg.loss.label),
                 "train_seconds": train_s,
                 "inference_seconds": infer_s,
             },

@@ -197,7 +197,7 @@ def run_benchmark(
                         key,
                         {
                             "method": method,
-                            "loss": cfg.prior.fine_tune_loss if model.prior else cfg.loss,
+                            "loss": cfg.prior.fine_tune_loss if model.prior else cfg.loss.label,
                             "prior": model.prior,
                             "boundary_weight": bound,
                             **evaluate(estimate, case.clean),

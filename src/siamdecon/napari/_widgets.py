@@ -369,7 +369,7 @@ class DeconvolveWidget(_JobWidget):
             if model.prior:
                 how = f"prior {model.prior} + {total} steps {config.prior.fine_tune_loss}" if total else model.prior
             else:
-                how = f"{config.loss}, {total} steps"
+                how = f"{config.loss.label}, {total} steps"
             name = f"{image_name} siamdecon ({config.preset}, {how}, {psf_name})"
             if check:
                 job.report(total, total, "checking against Lucy-Richardson and Spitfire on held-out pixels...")
