@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -97,19 +99,29 @@ def test_missing_and_unsupported_files(tmp_path):
         read_image(tmp_path / "broken.tif")
 
 
-def test_write_is_atomic_on_failure(tmp_path):
-    target = tmp_path / "out.tif"
+def test_write_is_atomic_on_failure(tmp_path, monkeypatch):
+    import siamdecon.io
 
-    def boom() -> None:
+    target = tmp_path / "out.tif"
+    write = tifffile.imwrite
+
+    def interrupted(path, *args, **kwargs):
+        # The whole file is written, then Ctrl-C arrives before the rename.
+        write(path, *args, **kwargs)
+        assert Path(path).stat().st_size > 0
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        write_image(target, np.ones((4, 4)), _before_rename=boom)
+    with monkeypatch.context() as m:
+        m.setattr(siamdecon.io.tifffile, "imwrite", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            write_image(target, np.ones((4, 4)))
     assert list(tmp_path.iterdir()) == []
     # An existing file is left untouched too.
     write_image(target, np.ones((4, 4)))
-    with pytest.raises(KeyboardInterrupt):
-        write_image(target, np.zeros((4, 4)), _before_rename=boom)
+    with monkeypatch.context() as m:
+        m.setattr(siamdecon.io.tifffile, "imwrite", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            write_image(target, np.zeros((4, 4)))
     assert np.all(read_image(target).data == 1)
     assert [p.name for p in tmp_path.iterdir()] == ["out.tif"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +26,6 @@ __all__ = [
     "read_image",
     "write_image",
     "atomic_path",
-    "read_torch_file",
-    "write_torch_file",
     "check_output_path",
     "check_writable",
     "READ_SUFFIXES",
@@ -354,8 +352,6 @@ def write_image(
     path: str | os.PathLike[str],
     data: np.ndarray | ImageData,
     like: ImageData | None = None,
-    *,
-    _before_rename: Callable[[], None] | None = None,
 ) -> Path:
     """Write float32 data to TIFF or NPY atomically.
 
@@ -407,45 +403,4 @@ def write_image(
                 if meta["axes"] is None:
                     del meta["axes"]
             tifffile.imwrite(tmp, arr, imagej=imagej, **kwargs)
-        if _before_rename is not None:
-            _before_rename()
-    return p
-
-
-def read_torch_file(path: str | os.PathLike[str], fmt: str, version: int, what: str, map_location: str = "cpu") -> dict:
-    """Load a siamdecon file saved with ``torch.save`` (a dict with ``format``/``format_version``).
-
-    Only tensors and plain types are unpickled (``weights_only``). Raises :class:`InputError`
-    naming the file when it is missing, unreadable, of another kind (``what``: "model", "prior")
-    or written by a newer format version.
-    """
-    import torch
-
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{what} file '{p}' does not exist")
-    try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise InputError(f"'{p}' is not a readable siamdecon {what} file: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != fmt:
-        raise InputError(f"'{p}' is not a siamdecon {what} file (no '{fmt}' header)")
-    if state.get("format_version", 0) > version:
-        raise InputError(
-            f"{what} '{p}' was written by a newer siamdecon (format {state['format_version']});"
-            " upgrade siamdecon to read it"
-        )
-    return state
-
-
-def write_torch_file(path: str | os.PathLike[str], fmt: str, version: int, payload: dict) -> Path:
-    """Save ``payload`` with ``torch.save`` atomically, under a ``format``/``format_version`` header
-    that :func:`read_torch_file` checks."""
-    import torch
-
-    from . import __version__
-
-    p = Path(path)
-    with atomic_path(p) as tmp:
-        torch.save({"format": fmt, "format_version": version, "siamdecon_version": __version__, **payload}, tmp)
     return p

@@ -20,9 +20,9 @@ from .config import Config, make_config
 from .data import Normalization, psf_is_dihedral
 from .errors import ConfigError, InputError
 from .inference import predict_tiled, with_augmentation
-from .io import read_torch_file, write_torch_file
 from .network import prefer_channels_last
 from .psf import check_psf_fits, normalize_psf, validate_psf
+from .torchfile import read_torch_file, write_torch_file
 from .training import TrainResult, build_network, resolve_device, train
 
 __all__ = ["Deconvolver", "deconvolve"]

@@ -154,7 +154,7 @@ class Prior:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write to one file (atomically)."""
-        from .io import write_torch_file
+        from .torchfile import write_torch_file
 
         p = Path(path)
         state = {
@@ -171,7 +171,7 @@ class Prior:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Prior:
         """Read a file written by :meth:`save`."""
-        from .io import read_torch_file
+        from .torchfile import read_torch_file
 
         p = Path(path)
         state = read_torch_file(p, _FORMAT, _FORMAT_VERSION, "prior")
