@@ -390,3 +390,14 @@ def test_cli_pretrains_a_generic_prior_and_refuses_unclear_requests(tmp_path):
         res = runner.invoke(app, ["pretrain", *args, "-o", str(tmp_path / "x.pt")])
         assert res.exit_code != 0 and message in res.output, res.output
         assert not (tmp_path / "x.pt").exists()
+
+
+def test_random_3d_psfs_stay_within_the_planes_kept():
+    # Low-NA widefield PSFs with coarse z steps fade slowly: their automatic depth used to reach
+    # focal planes beyond the working distance (an error that stopped 3D generic pretraining).
+    from siamdecon.synthetic import random_psf
+
+    rng = np.random.default_rng(0)
+    shapes = [random_psf(3, rng, max_size=63, max_num_z=33).shape for _ in range(40)]
+    assert all(z <= 33 and y <= 63 and x <= 63 and z % 2 == y % 2 == x % 2 == 1 for z, y, x in shapes)
+    assert any(z == 33 for z, _, _ in shapes)  # some are cut to the planes kept

@@ -189,16 +189,31 @@ def random_psf(ndim: int, rng: np.random.Generator, max_size: int = 63, max_num_
         dof = wavelength * ni / na**2
         if ndim == 2 and rng.random() < 0.4:
             kw["defocus"] = rng.uniform(-1.5, 1.5) * dof
-        if kind == "confocal":
-            psf = confocal_psf(
-                ndim,
-                excitation_wavelength=wavelength * rng.uniform(0.85, 0.97),
-                emission_wavelength=wavelength,
-                pinhole_au=rng.uniform(0.5, 2.0),
-                **kw,
-            )
-        else:
-            psf = widefield_psf(ndim, wavelength=wavelength, **kw)
+        if ndim == 3:
+            # An automatic depth grows until the PSF fades, which for a low NA and coarse z steps puts
+            # focal planes beyond the objective's working distance: search within the planes kept.
+            kw["max_num_z"] = max_num_z
+        confocal = (
+            {
+                "excitation_wavelength": wavelength * rng.uniform(0.85, 0.97),
+                "emission_wavelength": wavelength,
+                "pinhole_au": rng.uniform(0.5, 2.0),
+            }
+            if kind == "confocal"
+            else {}
+        )
+
+        def make(**extra: object) -> np.ndarray:
+            if kind == "confocal":
+                return confocal_psf(ndim, **confocal, **kw, **extra)
+            return widefield_psf(ndim, wavelength=wavelength, **kw, **extra)
+
+        try:
+            psf = make()
+        except ValueError as exc:
+            if ndim != 3 or "max_num_z" not in str(exc):
+                raise
+            psf = make(shape=(max_num_z, None, None))  # deeper than kept: the central planes
     psf = np.asarray(psf, dtype=np.float64)
     caps = (max_num_z, max_size, max_size) if ndim == 3 else (max_size, max_size)
     cut = tuple(slice((n - min(n, c)) // 2, (n - min(n, c)) // 2 + min(n, c)) for n, c in zip(psf.shape, caps))
