@@ -11,9 +11,10 @@ from siamdecon.config import LucyRichardsonStart
 from siamdecon.data import Normalization
 from siamdecon.errors import ConfigError, InputError
 from siamdecon.io import write_image
-from siamdecon.prior import PretrainConfig, Prior, pretrain, synthetic_pairs
+from siamdecon.prior import PretrainConfig, Prior, pretrain
 from siamdecon.prior_choice import config_for_psf, resolve_prior, shipped_priors
 from siamdecon.simulate import dead_leaves, fluorescence_2d, rescale01, tubes_3d
+from siamdecon.synthetic import synthetic_pairs
 from siamdecon.training import build_network
 
 runner = CliRunner()

@@ -18,16 +18,32 @@ A prior pretrained for one PSF, one noise model and one kind of image helps litt
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from scipy import ndimage
+from tqdm.auto import tqdm
 
+from .data import psf_is_dihedral
+from .noise import estimate_noise
 from .operators import PSFConvolution
 from .psf import confocal_psf, generate_psf, widefield_psf
-from .simulate import Camera, dead_leaves, fluorescence_2d, tubes_3d
+from .simulate import Camera, dead_leaves, degrade, fluorescence_2d, tubes_3d
 
-__all__ = ["random_structure", "random_psf", "random_camera", "PaperNoise", "Batch", "GenericBatches"]
+if TYPE_CHECKING:
+    from .prior import PretrainConfig
+
+__all__ = [
+    "random_structure",
+    "random_psf",
+    "random_camera",
+    "PaperNoise",
+    "Batch",
+    "GenericBatches",
+    "synthetic_pairs",
+    "FixedPSFBatches",
+]
 
 
 def _field(shape: tuple[int, ...], sigma: float | tuple[float, ...], rng: np.random.Generator) -> np.ndarray:
@@ -379,3 +395,94 @@ class GenericBatches:
         x = torch.from_numpy(np.stack(xs).astype(np.float32))[:, None]
         target = torch.from_numpy(np.stack(targets).astype(np.float32))[:, None]
         return Batch(x, target, stats, op)
+
+
+# --- one PSF, the paper's noise (a prior for one microscope) ---------------------------------------
+
+
+def synthetic_pairs(
+    psf: np.ndarray, settings: PretrainConfig, progress: bool = False
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Synthetic ``(clean, degraded)`` training pairs for ``psf`` (2D or 3D).
+
+    2D images are dead leaves or fluorescence-like, 3D volumes tubes and spots
+    (:func:`siamdecon.simulate.tubes_3d`); some are smoothed, then all are degraded by the paper's
+    protocol (:func:`siamdecon.simulate.degrade`) with noise levels drawn from the settings' ranges.
+    """
+    ndim = np.ndim(psf)
+    if ndim not in (2, 3):
+        raise ValueError(f"the PSF must be 2D or 3D, got {ndim}D")
+    rng = np.random.default_rng(settings.seed)
+    pairs = []
+    for _ in tqdm(range(settings.images), desc="synthetic images", disable=not progress, leave=False):
+        if ndim == 3:
+            clean = tubes_3d((settings.depth, settings.image_size, settings.image_size), rng)
+        elif rng.random() < settings.fluorescence_fraction:
+            clean = fluorescence_2d(settings.image_size, rng)
+        else:
+            clean = dead_leaves(settings.image_size, rng)
+        if rng.random() < settings.blur_probability:
+            # Natural and microscope images are rarely sharp to the pixel.
+            clean = ndimage.gaussian_filter(clean, rng.uniform(0.3, 1.0))
+            clean = (clean - clean.min()) / max(float(np.ptp(clean)), 1e-6)
+        noisy = degrade(
+            clean,
+            psf,
+            poisson=rng.uniform(*settings.poisson),
+            gaussian=rng.uniform(*settings.gaussian),
+            salt_pepper=settings.salt_pepper if rng.random() < 0.5 else 0.0,
+            seed=int(rng.integers(2**31)),
+        )
+        pairs.append((clean.astype(np.float32), noisy))
+    return pairs
+
+
+class FixedPSFBatches:
+    """Batches of random patches of synthetic pairs degraded with one PSF (the paper's protocol)."""
+
+    def __init__(self, psf: np.ndarray, settings: PretrainConfig, noise_model: bool, progress: bool) -> None:
+        self.pairs = synthetic_pairs(psf, settings, progress)
+        self.ndim = np.ndim(psf)
+        self.batch_size = settings.batch_size
+        # Standardized by each whole image's statistics (and its estimated noise), as at use.
+        self.stats = []
+        for _, noisy in self.pairs:
+            model = estimate_noise(noisy) if noise_model else None
+            self.stats.append(
+                (
+                    float(noisy.mean()),
+                    float(noisy.std()),
+                    model.gain if model else 1.0,
+                    model.offset if model else 0.0,
+                    model.read_variance if model else 0.0,
+                )
+            )
+        self.rng = np.random.default_rng(settings.seed + 1)
+        self.augment = psf_is_dihedral(psf)
+        self.spatial = self.pairs[0][0].shape
+        self.patch = tuple(min(settings.patch_size, n) for n in self.spatial)
+
+    def __call__(self):
+        rng = self.rng
+        raws, cleans, rows = [], [], []
+        for _ in range(self.batch_size):
+            k = int(rng.integers(len(self.pairs)))
+            window = tuple(
+                slice(a, a + p)
+                for a, p in ((int(rng.integers(0, n - p + 1)), p) for n, p in zip(self.spatial, self.patch))
+            )
+            clean, noisy = (a[window] for a in self.pairs[k])
+            if self.augment:  # rotations and flips in the (y, x) plane, which the PSF allows
+                r = int(rng.integers(4))
+                clean, noisy = np.rot90(clean, r, axes=(-2, -1)), np.rot90(noisy, r, axes=(-2, -1))
+                if rng.integers(2):
+                    clean, noisy = clean[..., ::-1], noisy[..., ::-1]
+            raws.append(np.ascontiguousarray(noisy))
+            cleans.append(np.ascontiguousarray(clean))
+            rows.append(self.stats[k])
+        shape = (self.batch_size, 1) + (1,) * self.ndim
+        columns = torch.tensor(rows, dtype=torch.float32).T
+        stats = {k: columns[j].view(shape) for j, k in enumerate(("mean", "std", "gain", "offset", "read_variance"))}
+        x = (torch.from_numpy(np.stack(raws))[:, None] - stats["mean"]) / stats["std"]
+        target = (torch.from_numpy(np.stack(cleans))[:, None] - stats["mean"]) / stats["std"]
+        return Batch(x, target, stats)
