@@ -402,3 +402,20 @@ def test_random_3d_psfs_stay_within_the_planes_kept():
     shapes = [random_psf(3, rng, max_size=63, max_num_z=33).shape for _ in range(40)]
     assert all(z <= 33 and y <= 63 and x <= 63 and z % 2 == y % 2 == x % 2 == 1 for z, y, x in shapes)
     assert any(z == 33 for z, _, _ in shapes)  # some are cut to the planes kept
+
+
+def test_the_3d_default_fine_tunes_the_generic_3d_prior_on_the_volume():
+    # Any 3D PSF the paper-PSF prior was not made for: the generic 3D prior, then fine-tuning on the
+    # volume itself (200 steps by default; 10 here for the test's time).
+    from siamdecon.psf import widefield_psf
+
+    psf = widefield_psf(3, na=0.8, wavelength=0.55, pixel_size=0.2, z_step=0.5, shape=(15, 25, 25))
+    clean = tubes_3d((20, 48, 48), seed=7)
+    noisy = degrade(clean, psf, seed=7)
+    cfg = make_config("fast", ndim=3)
+    assert resolve_prior("auto", psf, cfg).name == "fast-3d-generic.pt"
+    assert config_for_psf(cfg, psf).prior.fine_tune_steps == 200
+    model = Deconvolver.fit(noisy, psf, make_config("fast", ndim=3, fine_tune_steps=10), progress=False)
+    assert model.prior == "fast-3d-generic.pt" and len(model.history) == 10
+    out = np.clip(model.predict(noisy), 0, 1)
+    assert evaluate(out, clean)["psnr"] > evaluate(np.clip(noisy, 0, 1), clean)["psnr"] + 1.0

@@ -509,9 +509,9 @@ def deconvolve(
 
     Each channel gets its own PSF (--psf once per channel, or once for all), its own model trained
     on that channel (across its time points, or one per time point with --per-timepoint), its own
-    normalization and output channel. With the fast preset and a PSF that a shipped prior was
-    pretrained for (or a PSF of similar width), training starts from that prior (seconds);
-    otherwise it trains from scratch (minutes). Several inputs (a folder, a glob) go to an output
+    normalization and output channel. With the fast preset, training starts from a shipped prior
+    (pretrained for this PSF, or the generic one for any PSF): used as it is in 2D (seconds),
+    fine-tuned on the volume in 3D (a minute or more). Several inputs (a folder, a glob) go to an output
     folder with a manifest: a rerun skips finished files and a failed file does not stop the others.
     """
     from .batch import deconvolve_files
@@ -1070,13 +1070,13 @@ def pretrain(
     ),
     ndim: int | None = typer.Option(None, "--ndim", min=2, max=3, help="With --generic: 2 or 3."),
     psfs: int | None = typer.Option(
-        None, "--psfs", min=1, help="With --generic: random PSFs drawn (default 400 in 2D, 200 in 3D)."
+        None, "--psfs", min=1, help="With --generic: random PSFs drawn (default 400 in 2D, 150 in 3D)."
     ),
     steps: int | None = typer.Option(
-        None, "--steps", min=1, help="Pretraining steps (default 6000 in 2D, 4000 in 3D; --generic 9000, 8000)."
+        None, "--steps", min=1, help="Pretraining steps (default 6000 in 2D, 4000 in 3D; --generic 9000, 4500)."
     ),
     images: int | None = typer.Option(
-        None, "--images", min=1, help="Synthetic images or volumes (default 600 in 2D, 150 in 3D)."
+        None, "--images", min=1, help="Synthetic images or volumes (default 600 in 2D, 150 in 3D; --generic 800, 80)."
     ),
     seed: int | None = _SEED,
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),

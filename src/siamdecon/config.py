@@ -10,12 +10,12 @@ boundary_weight: 0.1}``), so a field that would have no effect cannot be written
 layout of earlier versions load as the same typed config. Presets are small factory functions:
 
 ``fast``
-    The CPU default: a small U-Net that starts from a few Lucy-Richardson iterations and learns a
-    correction in a few hundred steps (minutes on a laptop CPU). When a shipped prior was
-    pretrained for the image's PSF (``prior.source: auto``), it starts from that prior and
-    fine-tunes it for 200 steps of 16 patches in 2D (about 45 s) or uses it as it is in 3D.
-    Another PSF of similar width gets the nearest shipped prior, with its own PSF in the start
-    estimate and the fine-tuning (``prior.transfer``).
+    The CPU default: a small U-Net that corrects Lucy-Richardson estimates, started from a shipped
+    prior (``prior.source: auto``). A prior pretrained for the image's PSF (the paper's) is
+    fine-tuned for 200 steps of 16 patches in 2D (about 45 s) or used as it is in 3D; otherwise the
+    generic prior, pretrained for any PSF and camera, is used as it is in 2D and fine-tuned for 200
+    steps on the volume in 3D (:data:`siamdecon.prior_choice.FINE_TUNE_STEPS`). With
+    ``prior.source: none`` the network trains from scratch on the image (``training.steps``).
 ``paper``
     Exactly the protocol of Papkov et al. (2023): the 96-/48-wide U-Net, 3,000 (2D) or 15,000 (3D)
     steps, batch 16/4, patches 128^2/64^3, Adam 4e-4 halved every 500/2,000 steps. Meant for a GPU.
@@ -513,8 +513,7 @@ def _fast(ndim: int) -> dict[str, Any]:
             "loss_border": 8,
         },
         "inference": {"tile_size": 96, "tile_overlap": 16, "context": 16},
-        # No shipped 3D prior fits this network: the default trains on the image itself. A prior
-        # that does (--prior FILE) is fine-tuned for the training steps.
+        # The shipped generic 3D prior, fine-tuned on the volume (prior_choice.FINE_TUNE_STEPS).
         "prior": {"source": "auto", "transfer": True},
     }
 
