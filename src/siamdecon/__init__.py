@@ -11,21 +11,20 @@ Public API::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .batch import deconvolve_files, predict_files, train_file  # noqa: E402
-from .beads import estimate_psf as estimate_psf_from_beads  # noqa: E402
-from .classical import richardson_lucy, richardson_lucy_series  # noqa: E402
-from .config import Config, make_config  # noqa: E402
-from .errors import ConfigError, InputError, SiamdeconError  # noqa: E402
-from .io import ImageData, read_image, write_image  # noqa: E402
-from .losses import LossWeights, loss_preset  # noqa: E402
-from .metrics import evaluate  # noqa: E402
-from .model import Deconvolver, deconvolve  # noqa: E402
-from .operators import PSFConvolution  # noqa: E402
-from .prior import PretrainConfig, Prior, pretrain  # noqa: E402
-from .psf import confocal_psf, generate_psf, load_psf, normalize_psf, validate_psf, widefield_psf  # noqa: E402
-from .simulate import (  # noqa: E402
+from ._version import __version__
+from .batch import deconvolve_files, predict_files, train_file
+from .beads import estimate_psf as estimate_psf_from_beads
+from .classical import richardson_lucy, richardson_lucy_series
+from .config import Config, make_config
+from .errors import ConfigError, InputError, SiamdeconError
+from .io import ImageData, read_image, write_image
+from .losses import LossWeights, loss_preset
+from .metrics import evaluate
+from .model import Deconvolver, deconvolve
+from .operators import PSFConvolution
+from .prior import PretrainConfig, Prior, pretrain
+from .psf import confocal_psf, generate_psf, load_psf, normalize_psf, validate_psf, widefield_psf
+from .simulate import (
     Camera,
     camera_image,
     camera_to_truth,
@@ -35,8 +34,8 @@ from .simulate import (  # noqa: E402
     fluorescence_2d,
     rescale01,
 )
-from .stack import Stack, read_stack, write_stack  # noqa: E402
-from .variational import spitfire  # noqa: E402
+from .stack import Stack, read_stack, write_stack
+from .variational import spitfire
 
 __all__ = [
     "__version__",

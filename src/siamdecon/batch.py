@@ -419,7 +419,7 @@ class Manifest:
         self.files[Path(result.output).name] = entry
 
     def save(self) -> None:
-        from . import __version__
+        from ._version import __version__
         from .io import atomic_path
 
         data = {
@@ -846,7 +846,7 @@ def _provenance(
     scaling: list[tuple[float, float]] | None,
     trained_on: dict[int, list[int]],
 ) -> dict[str, Any]:
-    from . import __version__
+    from ._version import __version__
 
     prov: dict[str, Any] = {
         "siamdecon_version": __version__,

@@ -270,7 +270,7 @@ def export_bmz(
     InputError
         If the output is not a writable ``.zip`` or the test image does not fit the model.
     """
-    from . import __version__
+    from ._version import __version__
     from .io import atomic_path, check_writable
 
     out = Path(output)

@@ -32,7 +32,7 @@ import torch
 from pydantic import Field, TypeAdapter
 from tqdm.auto import tqdm
 
-from . import __version__
+from ._version import __version__
 from .config import Config, NetworkConfig, StartConfig, TrainingConfig, _Model
 from .errors import ConfigError, InputError
 from .network import prefer_channels_last

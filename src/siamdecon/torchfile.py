@@ -48,7 +48,7 @@ def write_torch_file(path: str | os.PathLike[str], fmt: str, version: int, paylo
     that :func:`read_torch_file` checks."""
     import torch
 
-    from . import __version__
+    from ._version import __version__
 
     p = Path(path)
     with atomic_path(p) as tmp:
