@@ -167,3 +167,14 @@ def test_files_in_the_flat_layout_of_earlier_versions_load_as_the_typed_config(t
     # A value the old layout ignored (no step schedule to decay) is refused, not dropped.
     with pytest.raises(ValueError, match="decay_every=100"):
         Config.model_validate({"training": {"schedule": "onecycle", "decay_every": 100}})
+
+
+def test_legacy_keys_beside_a_typed_start_are_checked_not_dropped():
+    from siamdecon.config import TrainingConfig
+
+    # The object's own iterations (4) and the flat key disagree: refused rather than one ignored.
+    with pytest.raises(ValueError, match="disagrees"):
+        TrainingConfig(start=GenericStart(), start_iterations=6)
+    assert TrainingConfig(start=GenericStart(), start_iterations=4).start == GenericStart()
+    with pytest.raises(ValueError, match="applies to no start"):
+        TrainingConfig(start=NoStart(), start_iterations=6)

@@ -188,15 +188,16 @@ _LEGACY_SCHEDULE = {
     "decay_factor": ("decay_factor", 0.5),
     "warmup_fraction": ("warmup_fraction", 0.1),
 }
-_TAKES = {
-    "none": (),
-    "input": (),
-    "lucy-richardson": ("iterations",),
-    "generic": ("iterations", "extra_iterations"),
-    "step": ("decay_every", "decay_factor"),
-    "onecycle": ("warmup_fraction",),
-    "constant": (),
-}
+
+
+def _fields_by_kind(*variants: type[BaseModel]) -> dict[str, tuple[str, ...]]:
+    """Each variant's kind and the fields it takes besides ``kind``, read off the classes."""
+    return {v.model_fields["kind"].default: tuple(f for f in v.model_fields if f != "kind") for v in variants}
+
+
+_TAKES = _fields_by_kind(
+    NoStart, InputStart, LucyRichardsonStart, GenericStart, StepSchedule, OneCycleSchedule, ConstantSchedule
+)
 
 
 def _variant(data: dict[str, Any], field: str, legacy: dict[str, tuple[str, Any]]) -> None:
@@ -209,8 +210,10 @@ def _variant(data: dict[str, Any], field: str, legacy: dict[str, tuple[str, Any]
         value = {"kind": value}
     elif value is None:
         raise ValueError(f"{', '.join(given)} given without {field}")
-    elif not isinstance(value, dict):
-        return  # already a config object: pydantic checks it
+    elif isinstance(value, BaseModel):
+        if not given:
+            return  # already a config object: pydantic checks it
+        value = value.model_dump()
     value = dict(value)
     kind = value.get("kind")
     for old, raw in given.items():
