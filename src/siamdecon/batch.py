@@ -757,10 +757,17 @@ def _job_predict(model: Any, volume: np.ndarray, settings: RunSettings, threads:
         )
 
 
-def _job_check(model: Any, volume: np.ndarray, device: str | None, threads: int | None) -> Any:
-    """Run the held-out check of one model on one of its volumes."""
+def _job_check(
+    model: Any,
+    volume: np.ndarray,
+    device: str | None,
+    threads: int | None,
+    part_of: tuple[tuple[int, ...], tuple[slice, ...]] | None = None,
+) -> Any:
+    """Run the held-out check of one model on one of its volumes (or on the part of it the check
+    computes on, ``part_of``: see :func:`siamdecon.holdout.check`)."""
     with _torch_threads(threads):
-        return model.check(np.asarray(volume), device=device)
+        return model.check(np.asarray(volume), device=device, part_of=part_of)
 
 
 def _job_classical(report: Any, volume: np.ndarray, kernel: np.ndarray, device: str | None, threads: int | None):
@@ -1099,20 +1106,23 @@ def _run_checks(
     log: Callable[[str], None],
     progress: bool,
 ) -> dict[tuple[int, int | None], Any]:
-    """The held-out check of every model, on the first volume it was trained on (its central region
-    for a lazily read one); the verdict applies to all of that model's volumes."""
-    from .holdout import MAX_VOXELS, _central_region
+    """The held-out check of every model, on the first volume it was trained on (only the part the
+    check computes on is read from a lazily read one); the verdict applies to all of that model's volumes."""
+    from .holdout import check_regions
 
     where = stack.describe()
     futures = {}
     for (c, t), m in models.items():
         view = stack.volume(t if t is not None else trained_on[c][0], c)
+        part_of = None
         if stack.is_lazy:
-            region = _central_region(tuple(int(n) for n in view.shape), MAX_VOXELS[stack.ndim], m.psf.shape)
-            volume = np.asarray(view[region])
+            shape = tuple(int(n) for n in view.shape)
+            context, _ = check_regions(shape, m.psf.shape)
+            volume = np.asarray(view[context])
+            part_of = (shape, context)
         else:
             volume = np.asarray(view)
-        futures[(c, t)] = ex.submit(_job_check, m, ex.put(volume), settings.device, ex.threads)
+        futures[(c, t)] = ex.submit(_job_check, m, ex.put(volume), settings.device, ex.threads, part_of)
     reports = {key: f.result() for key, f in futures.items()}
     for (c, t), report in reports.items():
         label = f"{where}, channel {c}" + ("" if t is None else f", time point {t}")

@@ -45,11 +45,13 @@ from .classical import richardson_lucy_series
 from .masking import stratified_mask
 from .noise import NoiseModel, estimate_noise
 from .operators import PSFConvolution
+from .variational import SPITFIRE_ADAM_EPS, SPITFIRE_PAD, spitfire
 
 __all__ = [
     "Candidate",
     "CheckReport",
     "check",
+    "check_regions",
     "holdout_folds",
     "reconvolve",
     "LR_ITERATIONS",
@@ -65,8 +67,9 @@ LR_ITERATIONS: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 100)
 SPITFIRE_REGS: tuple[float, ...] = (0.95, 0.98, 0.99, 0.995)
 #: Held-out pixels the default number of folds aims at (each fold costs one network pass).
 MIN_HELD_OUT = 4000
-#: Largest region checked, per dimensionality: larger images are checked on their central part.
-MAX_VOXELS: dict[int, int] = {2: 2**18, 3: 2**17}
+#: Largest part of an image the check computes on, per dimensionality: larger images are checked
+#: on their central part (its context; the held-out pixels lie in its interior).
+MAX_VOXELS: dict[int, int] = {2: 2**18, 3: 2**18}
 
 
 @dataclass
@@ -121,10 +124,15 @@ class CheckReport:
     pixels : int
         Held-out pixels scored.
     region : tuple of slice
-        The part of the image the check ran on (all of it unless the image was larger than the
+        Where the held-out pixels were drawn (all of the image unless it was larger than the
         check's ``max_voxels``).
     seconds : float
         Time the check took.
+    noise : NoiseModel
+        The camera model that weighed the errors.
+    context : tuple of slice
+        The part of the image every estimate was computed on: ``region`` and, where ``region``
+        does not reach the image's border, a margin of a quarter of the PSF.
     """
 
     network: Candidate
@@ -135,6 +143,7 @@ class CheckReport:
     region: tuple[slice, ...]
     seconds: float
     noise: NoiseModel
+    context: tuple[slice, ...] = ()
 
     @property
     def fell_back(self) -> bool:
@@ -172,6 +181,7 @@ class CheckReport:
             "z": round(float(self.z), 3),
             "pixels": int(self.pixels),
             "region": [[s.start, s.stop] for s in self.region],
+            "context": [[s.start, s.stop] for s in self.context],
             "seconds": round(float(self.seconds), 2),
             "network": round(float(self.network.error), 6),
             "classical": {c.label: round(float(c.error), 6) for c in self.classical},
@@ -222,6 +232,43 @@ def _central_region(shape: tuple[int, ...], max_voxels: int, psf_shape: tuple[in
     return tuple(slice((n - s) // 2, (n - s) // 2 + s) for n, s in zip(shape, sizes, strict=True))
 
 
+def _scored_region(shape: tuple[int, ...], context: tuple[slice, ...], psf_shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """``context`` less a quarter of the PSF on every side that is not the image's own border.
+
+    The estimates near a cut are computed without the data beyond it; a quarter of the PSF of
+    context made the network's and Spitfire's results in the interior match their whole-image
+    results on a widefield volume (``docs/holdout.md``), where half the PSF would make the
+    context several times larger for a few held-out pixels more.
+    """
+    out = []
+    for n, c, k in zip(shape, context, psf_shape, strict=True):
+        m = k // 4
+        lo = c.start + (m if c.start > 0 else 0)
+        hi = c.stop - (m if c.stop < n else 0)
+        out.append(slice(lo, hi) if hi > lo else slice(c.start, c.stop))
+    return tuple(out)
+
+
+def check_regions(
+    shape: tuple[int, ...], psf_shape: tuple[int, ...], max_voxels: int | None = None
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Where :func:`check` computes on an image of ``shape``, and where it holds pixels out.
+
+    Returns
+    -------
+    context, scored : tuple of slice
+        ``context``: the central box of at most ``max_voxels`` voxels (default
+        :data:`MAX_VOXELS`; never smaller than the PSF on an axis), all of the image when it is
+        small enough. ``scored``: its interior, a quarter of the PSF in from every cut side.
+    """
+    context = _central_region(tuple(shape), max_voxels or MAX_VOXELS[len(shape)], tuple(psf_shape))
+    return context, _scored_region(tuple(shape), context, tuple(psf_shape))
+
+
+def _padded_voxels(shape: tuple[int, ...]) -> int:
+    return math.prod(n + 2 * SPITFIRE_PAD for n in shape)
+
+
 def _lr_data(image: np.ndarray, offset: float) -> np.ndarray:
     return np.clip(np.asarray(image, np.float32) - offset, 0.0, None)
 
@@ -235,8 +282,6 @@ def classical_estimate(
         est = richardson_lucy_series(_lr_data(image, offset), psf, [n], boundary="extend", device=device)[n]
         return est + np.float32(offset)
     if candidate.name == "spitfire":
-        from .variational import spitfire
-
         data = np.asarray(image, np.float32) - np.float32(offset)
         return spitfire(data, psf, reg=float(candidate.params["reg"]), device=device) + np.float32(offset)
     raise ValueError(f"not a classical candidate: {candidate.name!r}")
@@ -275,6 +320,7 @@ def check(
     z_threshold: float = 2.0,
     margin: float = 0.05,
     max_voxels: int | None = None,
+    part_of: tuple[tuple[int, ...], tuple[slice, ...]] | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: Callable[[str], None] | None = None,
@@ -316,7 +362,16 @@ def check(
         it exists for were gaps of 50 % (``docs/holdout.md``).
     max_voxels : int, optional
         Larger images are checked on their central region of about this many voxels (default
-        :data:`MAX_VOXELS`: 512² in 2D, 2^17 voxels in 3D).
+        :data:`MAX_VOXELS`: 512² in 2D, 2^18 voxels in 3D), the held-out pixels drawn from its
+        interior (:func:`check_regions`): every estimate there is computed with the data around
+        it, as on the whole image. Spitfire on that crop runs with Adam's epsilon scaled by the
+        ratio of the voxel counts, so that it takes the steps it would take on the whole image
+        (see :func:`siamdecon.variational.spitfire`'s ``adam_eps``), and with the whole image's
+        range as its normalization.
+    part_of : (shape, context), optional
+        ``image`` is only the ``context`` crop (from :func:`check_regions`) of an image of
+        ``shape`` that is not in memory: the check then runs as it would on that image (the
+        crop's own range normalizes Spitfire).
     seed : int
         Seed of the masks and of the replacement noise.
     device : str or torch.device
@@ -334,13 +389,31 @@ def check(
     say = progress or (lambda _msg: None)
     full = np.asarray(image, np.float32)
     psf = np.asarray(psf, np.float32)
-    region = _central_region(full.shape, max_voxels or MAX_VOXELS[full.ndim], psf.shape)
-    y = np.ascontiguousarray(full[region])
+    if part_of is None:
+        whole_shape = full.shape
+        context, scored = check_regions(full.shape, psf.shape, max_voxels)
+        y = np.ascontiguousarray(full[context])
+        # A crop is normalized as its whole image would be; the whole image as Spitfire does it.
+        spitfire_range = (float(full.min()), float(full.max())) if y.shape != full.shape else None
+    else:
+        whole_shape, context = tuple(int(n) for n in part_of[0]), tuple(part_of[1])
+        sizes = tuple(len(range(*c.indices(n))) for c, n in zip(context, whole_shape, strict=True))
+        if sizes != full.shape:
+            raise ValueError(
+                f"part_of: the context {context} of an image of shape {whole_shape} has shape {sizes},"
+                f" but the image given has shape {full.shape}"
+            )
+        scored = _scored_region(whole_shape, context, psf.shape)
+        y = full
+        spitfire_range = None
+    inner = tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(scored, context, strict=True))
+    inner_shape = tuple(s.stop - s.start for s in inner)
     noise = noise or estimate_noise(y)
     if folds is None:
-        per_fold = max(1.0, y.size * mask_fraction)
+        per_fold = max(1.0, math.prod(inner_shape) * mask_fraction)
         folds = int(min(8, max(2, math.ceil(MIN_HELD_OUT / per_fold))))
-    masks = holdout_folds(y.shape, folds, mask_fraction, seed)
+    masks = np.zeros((folds, *y.shape), dtype=bool)
+    masks[(slice(None), *inner)] = holdout_folds(inner_shape, folds, mask_fraction, seed)
     held = masks.any(axis=0)
     rng = np.random.default_rng(seed)
     replace = replace or replace_by_neighbours
@@ -370,12 +443,16 @@ def check(
             pred = reconvolve(series[n] + np.float32(noise.offset), op)
             classical.append(Candidate("lucy-richardson", {"iterations": n}, 0.0, _score(pred, y, held, weights)))
     if spitfire_regs:
-        from .variational import spitfire
-
         data = y_out - np.float32(noise.offset)
+        eps = SPITFIRE_ADAM_EPS * _padded_voxels(whole_shape) / _padded_voxels(y.shape)
+        value_range = None
+        if spitfire_range is not None and spitfire_range[1] > spitfire_range[0]:
+            value_range = (spitfire_range[0] - float(noise.offset), spitfire_range[1] - float(noise.offset))
         for reg in spitfire_regs:
             say(f"check: Spitfire reg {reg:g}")
-            est = spitfire(data, psf, reg=float(reg), weights=data_weights, device=device)
+            est = spitfire(
+                data, psf, reg=float(reg), weights=data_weights, value_range=value_range, adam_eps=eps, device=device
+            )
             pred = reconvolve(est + np.float32(noise.offset), op)
             classical.append(Candidate("spitfire", {"reg": float(reg)}, 0.0, _score(pred, y, held, weights)))
     network = Candidate("network", {}, 0.0, _score(net_pred, y, held, weights))
@@ -386,7 +463,9 @@ def check(
     z = _paired_z(network.errors, best.errors)
     behind = z > z_threshold and network.error > (1.0 + margin) * best.error
     winner = best if behind else network
-    return CheckReport(network, classical, winner, z, int(held.sum()), region, time.perf_counter() - t0, noise)
+    return CheckReport(
+        network, classical, winner, z, int(held.sum()), scored, time.perf_counter() - t0, noise, context=context
+    )
 
 
 def replace_by_neighbours(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:

@@ -81,6 +81,9 @@ __all__ = ["SpitfireResult", "spitfire", "embed_psf", "load_sdeconv_spitfire", "
 _FIRST_PREVIOUS_LOSS = 9e12
 # sdeconv stops when the loss has been flat more than this many times in a row.
 _FLAT_COUNT = 5
+#: Spitfire's reflection padding and Adam's epsilon (sdeconv's values), defaults of :func:`spitfire`.
+SPITFIRE_PAD = 13
+SPITFIRE_ADAM_EPS = 1e-8
 _LR_STEP = 100
 _LR_GAMMA = 0.5
 
@@ -374,6 +377,8 @@ def spitfire(
     max_iterations: int = ...,
     device: str | torch.device = ...,
     weights: np.ndarray | None = ...,
+    value_range: tuple[float, float] | None = ...,
+    adam_eps: float = ...,
     return_info: Literal[False] = ...,
 ) -> np.ndarray: ...
 
@@ -392,6 +397,8 @@ def spitfire(
     max_iterations: int = ...,
     device: str | torch.device = ...,
     weights: np.ndarray | None = ...,
+    value_range: tuple[float, float] | None = ...,
+    adam_eps: float = ...,
     return_info: Literal[True],
 ) -> SpitfireResult: ...
 
@@ -403,12 +410,14 @@ def spitfire(
     reg: float = 0.995,
     weight: float = 0.6,
     delta: float = 1.0,
-    pad: int = 13,
+    pad: int = SPITFIRE_PAD,
     gradient_step: float = 0.01,
     precision: float = 1e-7,
     max_iterations: int = 2500,
     device: str | torch.device = "cpu",
     weights: np.ndarray | None = None,
+    value_range: tuple[float, float] | None = None,
+    adam_eps: float = SPITFIRE_ADAM_EPS,
     return_info: bool = False,
 ) -> np.ndarray | SpitfireResult:
     """Spitfire deconvolution, the same computation as ``sdeconv.deconv.spitfire`` (1.0.4).
@@ -444,6 +453,19 @@ def spitfire(
         Per-pixel weights of the data term, the image's shape, in [0, 1] (padded by reflection like
         the image): 0 makes a pixel missing data, which the estimate must predict without seeing
         (hold-out validation, :mod:`siamdecon.holdout`). Not part of sdeconv.
+    value_range : (float, float), optional
+        Normalize by this ``(min, max)`` instead of the image's own. The balance of the data term
+        and the regularizer, and Adam's step, depend on the normalization, so a crop normalized by
+        its whole image's range solves the crop's part of the whole image's problem, where its own
+        range would set another ``reg`` in effect (:mod:`siamdecon.holdout`). Not part of sdeconv.
+    adam_eps : float
+        Adam's epsilon (sdeconv keeps PyTorch's 1e-8). The objective is a mean over the padded
+        voxels, so its gradient per voxel shrinks as ``1 / N`` and the epsilon damps the steps of
+        a large image more than a small one's: in the same iterations, Spitfire moves a
+        64x256x256 volume less far from its start (the blurred image) than a crop of it. A crop
+        run with ``adam_eps`` times ``N_whole / N_crop`` (padded voxel counts) takes the whole
+        image's steps: this is how :mod:`siamdecon.holdout` checks Spitfire on a crop as it
+        would run on the whole image.
     return_info : bool
         Return a :class:`SpitfireResult` (image, iteration count, last loss, stop reason) instead of
         the image alone.
@@ -475,6 +497,10 @@ def spitfire(
     pad = int(pad)
     if pad >= min(data.shape):
         raise InputError(f"pad={pad} must be smaller than every image size {tuple(data.shape)} (reflection padding)")
+    if not (np.isfinite(adam_eps) and adam_eps > 0):
+        raise ValueError(f"adam_eps must be positive, got {adam_eps!r}")
+    if value_range is not None and not (np.all(np.isfinite(value_range)) and value_range[1] > value_range[0]):
+        raise ValueError(f"value_range must be a finite (min, max) with max > min, got {value_range!r}")
     if not gradient_step > 0:
         raise ValueError(f"gradient_step must be positive, got {gradient_step!r}")
     if not precision >= 0:
@@ -487,8 +513,12 @@ def spitfire(
     kernel = kernel.to(device)
 
     # sdeconv's normalization: the 1e-5 is absolute, so the range must exceed it.
-    mini = torch.min(data) + 1e-5
-    maxi = torch.max(data)
+    if value_range is None:
+        mini = torch.min(data) + 1e-5
+        maxi = torch.max(data)
+    else:
+        mini = torch.tensor(float(value_range[0]) + 1e-5, device=device)
+        maxi = torch.tensor(float(value_range[1]), device=device)
     scale = maxi - mini
     if not float(scale) > 0:
         raise InputError(
@@ -541,7 +571,7 @@ def spitfire(
         return reg * data_term(u) + (1 - reg) * _SparseHessian.apply(u, weight, delta)
 
     estimate = blurry.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([estimate], lr=gradient_step)
+    optimizer = torch.optim.Adam([estimate], lr=gradient_step, eps=float(adam_eps))
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=_LR_STEP, gamma=_LR_GAMMA)
     # Compared as float32 tensors, as sdeconv compares its loss tensors.
     previous = torch.tensor(_FIRST_PREVIOUS_LOSS, dtype=torch.float32, device=device)
