@@ -41,7 +41,7 @@ def main() -> None:
     report = model.check(case.noisy)
     check_s = time.perf_counter() - t
     t = time.perf_counter()
-    written = report.estimate(case.noisy, model.psf) if report.fell_back else net
+    written = report.output(case.noisy, model.psf, net)
     fallback_s = time.perf_counter() - t
 
     def score(x):

@@ -31,7 +31,7 @@ def main() -> None:
     report = model.check(case.noisy)
     check_s = time.perf_counter() - t
     t = time.perf_counter()
-    est = report.estimate(case.noisy, model.psf) if report.fell_back else None
+    est = report.estimate(case.noisy, model.psf) if report.fell_back else None  # the fallback's cost alone
     fallback_s = time.perf_counter() - t
     print(
         json.dumps(

@@ -286,3 +286,60 @@ def test_default_folds_hold_out_about_min_held_out_pixels():
     # 0.5 % of 64^2 is 20 per fold: capped at 8 folds.
     check(predictor, big[:64, :64], psf, noise=noise, mask_fraction=0.005, spitfire_regs=(), lr_iterations=(1,))
     assert len(calls) == 8
+
+
+def test_a_lucy_richardson_step_corrects_an_estimate_that_is_too_bright():
+    from siamdecon.classical import richardson_lucy_refine
+
+    truth, noisy, psf, _ = _camera_case(size=64)
+    exact = reconvolve(truth, psf)  # noise-free data for the truth (offset 100 included)
+    # The truth is a fixed point of the step on its own noise-free data, away from the border
+    # (where the step continues the object by replication, the data by reflection) ...
+    same = richardson_lucy_refine(truth, exact, psf, offset=100.0)
+    inside = (slice(13, -13), slice(13, -13))
+    assert np.abs(same - truth)[inside].max() < 1e-3 * float(truth.max())
+    # ... and an estimate 30 % too bright above the offset is pulled back towards it: the step
+    # rescales by the light the reblurred estimate adds.
+    bright = 100.0 + 1.3 * (truth - 100.0)
+    fixed = richardson_lucy_refine(bright, exact, psf, offset=100.0)
+    excess = float((bright - truth).mean())
+    assert abs(float((fixed - truth).mean())) < 0.05 * excess
+    assert np.mean((fixed - truth) ** 2) < 0.2 * np.mean((bright - truth) ** 2)
+    with pytest.raises(ValueError, match="shape"):
+        richardson_lucy_refine(truth[:10], exact, psf)
+    with pytest.raises(ValueError, match="iterations"):
+        richardson_lucy_refine(truth, exact, psf, iterations=0)
+
+
+def test_the_check_writes_the_network_after_a_lucy_richardson_step_when_that_predicts_better():
+    from siamdecon.classical import richardson_lucy_refine
+
+    truth, noisy, psf, noise = _camera_case()
+    bright = 100.0 + 1.3 * (truth - 100.0)  # a network that knows the shapes, not the intensities
+    kwargs = dict(noise=noise, folds=4, mask_fraction=0.02, spitfire_regs=(0.99,))
+    report = check(lambda masked: bright, noisy, psf, **kwargs)
+    raw, refined = report.networks
+    assert raw.label == "network" and refined.label == "network + 1 Lucy-Richardson step"
+    assert refined.error < 0.8 * raw.error
+    assert report.network is refined and report.lr_steps == 1 and not report.fell_back
+    assert "after one Lucy-Richardson step" in report.summary()
+    written = report.output(noisy, psf, bright)
+    np.testing.assert_allclose(written, richardson_lucy_refine(bright, noisy, psf, offset=100.0), rtol=1e-6)
+    assert np.mean((written - truth) ** 2) < np.mean((bright - truth) ** 2)
+    assert report.to_dict()["networks"].keys() == {"network", "network + 1 Lucy-Richardson step"}
+    # Without the step the same network is scored as is.
+    plain = check(lambda masked: bright, noisy, psf, refine=False, **kwargs)
+    assert [c.label for c in plain.networks] == ["network"] and plain.lr_steps == 0
+    assert plain.network.error == pytest.approx(raw.error)
+
+
+def test_output_writes_the_network_as_is_or_the_fallback():
+    truth, noisy, psf, noise = _camera_case()
+    kwargs = dict(noise=noise, folds=4, mask_fraction=0.02, spitfire_regs=(0.99,), refine=False)
+    kept = check(lambda masked: truth, noisy, psf, **kwargs)
+    np.testing.assert_array_equal(kept.output(noisy, psf, truth), truth)
+    with pytest.raises(ValueError, match="prediction"):
+        kept.output(noisy, psf, None)
+    replaced = check(lambda masked: masked, noisy, psf, **kwargs)
+    assert replaced.fell_back and replaced.lr_steps == 0
+    np.testing.assert_array_equal(replaced.output(noisy, psf, None), replaced.estimate(noisy, psf))

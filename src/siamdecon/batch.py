@@ -745,16 +745,23 @@ def _job_train(
         )
 
 
-def _job_predict(model: Any, volume: np.ndarray, settings: RunSettings, threads: int | None) -> np.ndarray:
-    """Predict one in-memory (t, c) volume."""
+def _job_predict(
+    model: Any, volume: np.ndarray, settings: RunSettings, threads: int | None, report: Any = None
+) -> np.ndarray:
+    """Predict one in-memory (t, c) volume (then the Lucy-Richardson step, if the check chose it)."""
     with _torch_threads(threads):
-        return model.predict(
+        net = model.predict(
             np.asarray(volume),
             tile_size=settings.tile_size,
             tile_overlap=settings.tile_overlap,
             device=settings.device,
             normalization=settings.normalization,
         )
+        if report is not None and report.lr_steps:
+            from .device import resolve_device
+
+            return report.output(np.asarray(volume), model.psf, net, device=resolve_device(settings.device or "auto"))
+        return net
 
 
 def _job_check(
@@ -1089,7 +1096,7 @@ def process_file(
                 kernel = model_for(t, c).psf
                 vols[(t, c)] = ex.submit(_job_classical, report, vol, kernel, settings.device, ex.threads)
             else:
-                vols[(t, c)] = ex.submit(_job_predict, model_for(t, c), vol, settings, ex.threads)
+                vols[(t, c)] = ex.submit(_job_predict, model_for(t, c), vol, settings, ex.threads, report)
         for (t, c), f in vols.items():
             result[stack.stored_index(t, c)] = stack.to_stored(f.result())
         write_stack(out, result, stack, provenance=prov, dtype=settings.dtype, scaling=scaling)
@@ -1131,6 +1138,11 @@ def _run_checks(
                 f"warning: {label}: {report.verdict()};"
                 " an OME-Zarr volume read block by block gets the network's result (run the classical method on"
                 " it separately, or read it into memory: a TIFF/NPY input gets the fallback)"
+            )
+        elif report.lr_steps and stack.is_lazy:
+            log(
+                f"{label}: {report.verdict()}; an OME-Zarr volume read block by block gets the network's result"
+                " without the Lucy-Richardson step (a TIFF/NPY input gets it)"
             )
         elif report.fell_back or progress:
             log(f"{label}: {report.summary()}")

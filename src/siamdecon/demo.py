@@ -72,12 +72,13 @@ def run_demo(out: Path, steps: int | None = None, seed: int = 0, size: int = 512
     result = model.predict(noisy)
     # As `siamdecon deconvolve` runs it: the held-out check, and its fallback if the network is behind.
     report = model.check(noisy)
-    if report.fell_back:
-        result = report.estimate(noisy, model.psf)
+    result = report.output(noisy, model.psf, result)
     seconds = time.perf_counter() - t0
     how = "prior + fine-tuning" if model.prior else cfg.loss.label
     if report.fell_back:
         how = f"check fell back to {report.winner.label}"
+    elif report.lr_steps:
+        how += " + 1 Lucy-Richardson step"
     row = {"method": f"siamdecon ({how})", **evaluate(result, clean), "seconds": seconds}
     rows.append({**row, "check": report.summary()})
     write_image(out / "clean.tif", clean)

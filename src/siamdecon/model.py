@@ -433,5 +433,6 @@ def deconvolve(
         report = model.check(image, device=device)
         if report.fell_back:
             warnings.warn(report.summary(), stacklevel=2)
-            return report.estimate(np.asarray(image, np.float32), model.psf, device=resolve_device(device))
+        network = None if report.fell_back else model.predict(image)
+        return report.output(np.asarray(image, np.float32), model.psf, network, device=resolve_device(device))
     return model.predict(image)

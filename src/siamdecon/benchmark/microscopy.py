@@ -643,8 +643,7 @@ def _siamdecon(prior: str | None) -> Method:
             # As `deconvolve` runs it: the held-out check, and its fallback when the network is behind.
             t = time.perf_counter()
             report = model.check(case.noisy, device=s.device)
-            if report.fell_back:
-                est = report.estimate(case.noisy, model.psf)
+            est = report.output(case.noisy, model.psf, est)
             check_s = time.perf_counter() - t
             info = {**result.info, "check": report.to_dict(), "check_seconds": check_s}
             result = MethodResult(est, result.seconds + check_s, info)

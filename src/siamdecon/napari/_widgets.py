@@ -376,9 +376,11 @@ class DeconvolveWidget(_JobWidget):
                 report = model.check(data, device=config.training.device)
                 job.check()
                 if report.fell_back:
-                    result = report.estimate(data, model.psf)
                     behind = "the network was behind it on held-out pixels"
                     name = f"{image_name} {report.winner.label} ({behind}, {psf_name})"
+                elif report.lr_steps:
+                    name = f"{image_name} siamdecon ({config.preset}, {how} + 1 Lucy-Richardson step, {psf_name})"
+                result = report.output(data, model.psf, result)
             return result, name, layer
 
         return task, 0
