@@ -171,6 +171,37 @@ def test_ome_zarr_in_and_out_block_by_block(zarr_volume):
     assert np.abs(np.asarray(out.data[1, 0]) - whole).max() < 0.02 * whole.std()
 
 
+def test_block_by_block_output_gets_the_lucy_richardson_step_the_check_chose(zarr_volume, monkeypatch):
+    """An OME-Zarr volume predicted block by block gets the step as the whole volume would: each
+    block's step runs on the block and a PSF-sized margin."""
+    import dataclasses
+
+    from siamdecon import Deconvolver, holdout
+    from siamdecon.classical import richardson_lucy_refine
+
+    original = holdout.check
+
+    def prefer_the_step(*args, **kwargs):
+        report = original(*args, **kwargs)
+        refined = next(c for c in report.networks if c.params.get("lr_steps"))
+        return dataclasses.replace(report, network=refined, winner=refined)
+
+    monkeypatch.setattr(holdout, "check", prefer_the_step)
+    d = zarr_volume
+    args = ["deconvolve", str(d / "vol.zarr"), "--psf", str(d / "psf3.npy"), "--save-model", str(d / "m.pt")]
+    args += ["--steps", "1", "--prior", "none", "--check", "-q", "-o", str(d / "out.zarr")]
+    _ok(runner.invoke(app, args))
+    record = json.loads(read_provenance(d / "out.zarr")["check.c0"])
+    assert record["winner"] == "network + 1 Lucy-Richardson step"
+    model = Deconvolver.load(d / "m.pt")
+    volume = np.asarray(read_stack(d / "vol.zarr").data[1, 0], dtype=np.float32)
+    plain = model.predict(volume)
+    whole = richardson_lucy_refine(plain, volume, model.psf, offset=record["noise"]["offset"])
+    out = np.asarray(read_stack(d / "out.zarr").data[1, 0])
+    assert np.abs(out - whole).max() < 0.02 * whole.std()
+    assert np.abs(whole - plain).max() > 0.1 * whole.std()  # the step is larger than the tolerance
+
+
 def test_zarr_missing_chunks_gives_an_error_and_no_output(zarr_volume):
     d = zarr_volume
     chunk = next(p for p in (d / "vol.zarr").rglob("*") if p.is_file() and p.name[0].isdigit())
@@ -320,3 +351,41 @@ def test_check_falls_back_to_the_classical_estimate_and_says_so(tmp_path):
     plain = read_stack(tmp_path / "plain.tif").data
     # The fallback is closer to the object than the untrained network's output.
     assert np.mean((checked - truth) ** 2) < np.mean((plain - truth) ** 2)
+
+
+def test_the_lucy_richardson_step_the_check_chose_is_what_gets_written(tmp_path, monkeypatch):
+    """When the check prefers the network after one Lucy-Richardson step, the file holds that:
+    the plain run's output (--no-check) with the step applied, and the provenance says so."""
+    import dataclasses
+
+    from scipy import signal as sps
+
+    from siamdecon import holdout
+    from siamdecon.classical import richardson_lucy_refine
+    from siamdecon.simulate import fluorescence_2d
+
+    rng = np.random.default_rng(1)
+    psf = gaussian((9, 9), (1.6, 1.6))
+    truth = 100.0 + 400.0 * fluorescence_2d(64, seed=1)
+    blurred = sps.fftconvolve(np.pad(truth, 4, mode="reflect"), psf, mode="valid")
+    noisy = (100 + rng.poisson(np.clip(blurred - 100, 0, None))).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "img.tif", noisy)
+    np.save(tmp_path / "psf.npy", psf)
+    original = holdout.check
+
+    def prefer_the_step(*args, **kwargs):
+        report = original(*args, **kwargs)
+        refined = next(c for c in report.networks if c.params.get("lr_steps"))
+        return dataclasses.replace(report, network=refined, winner=refined)
+
+    monkeypatch.setattr(holdout, "check", prefer_the_step)
+    base = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "-q"]
+    _ok(runner.invoke(app, [*base, "-o", str(tmp_path / "checked.tif")]))
+    _ok(runner.invoke(app, [*base, "--no-check", "-o", str(tmp_path / "plain.tif")]))
+    record = json.loads(read_provenance(tmp_path / "checked.tif")["check.c0"])
+    assert record["winner"] == "network + 1 Lucy-Richardson step" and record["fell_back"] is False
+    plain = read_stack(tmp_path / "plain.tif").data.astype(np.float32)
+    checked = read_stack(tmp_path / "checked.tif").data.astype(np.float32)
+    expected = richardson_lucy_refine(plain, noisy.astype(np.float32), psf, offset=record["noise"]["offset"])
+    np.testing.assert_allclose(checked, expected, rtol=1e-4, atol=1e-3 * float(np.abs(expected).max()))
+    assert np.abs(checked - plain).max() > 1e-3 * float(np.abs(plain).max())  # the step did something

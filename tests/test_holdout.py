@@ -343,3 +343,17 @@ def test_output_writes_the_network_as_is_or_the_fallback():
     replaced = check(lambda masked: masked, noisy, psf, **kwargs)
     assert replaced.fell_back and replaced.lr_steps == 0
     np.testing.assert_array_equal(replaced.output(noisy, psf, None), replaced.estimate(noisy, psf))
+
+
+def test_the_check_runs_on_a_stack_thinner_than_spitfires_padding():
+    # sdeconv's padding is 13 voxels of reflection; a stack of 6 planes gets less, not an error.
+    rng = np.random.default_rng(0)
+    truth = 100.0 + 300.0 * tubes_3d((6, 32, 32), seed=0)
+    psf = _gaussian((3, 5, 5), 1.0)
+    noisy = (100.0 + rng.poisson(np.clip(reconvolve(truth, psf) - 100.0, 0, None))).astype(np.float32)
+    report = check(
+        lambda m: m, noisy, psf, noise=NoiseModel(1.0, 100.0, 1e-3), folds=2, mask_fraction=0.05, spitfire_regs=(0.99,)
+    )
+    assert any(c.name == "spitfire" for c in report.classical) and np.isfinite(report.classical[0].error)
+    best_spitfire = next(c for c in report.classical if c.name == "spitfire")
+    assert holdout.classical_estimate(best_spitfire, noisy, psf, 100.0).shape == noisy.shape

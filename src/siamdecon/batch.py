@@ -798,21 +798,45 @@ def _job_block(
     scaling: tuple[float, float] | None,
     block: str,
     threads: int | None,
+    refine: tuple[int, float] | None = None,
 ) -> np.ndarray | None:
-    """Predict one block of a lazily read volume; write it into the partial store (or return it)."""
+    """Predict one block of a lazily read volume; write it into the partial store (or return it).
+
+    ``refine = (steps, offset)``: then run that many Lucy-Richardson steps from the network's
+    estimate, computed on the block and a margin of the PSF's size, which makes the block's values
+    those of the step on the whole volume.
+    """
     from .stack import to_output_dtype
 
     with _torch_threads(threads):
         stack = ref.open()
         view = stack.volume(t, c)
+        where = region
+        if refine is not None:
+            # The step at a voxel needs the reblurred estimate half a PSF around it, and that needs
+            # the estimate another half PSF further out.
+            where = tuple(
+                slice(max(0, r.start - (k - 1)), min(int(n), r.stop + (k - 1)))
+                for r, k, n in zip(region, model.psf.shape, view.shape, strict=True)
+            )
         result = model.predict_region(
             view,
-            region,
+            where,
             normalization=norm,
             tile_size=settings.tile_size,
             tile_overlap=settings.tile_overlap,
             device=settings.device,
         )
+        if refine is not None:
+            from .classical import richardson_lucy_refine
+            from .device import resolve_device
+
+            steps, offset = refine
+            data = np.asarray(view[where], dtype=np.float32)
+            dev = resolve_device(settings.device or "auto")
+            result = richardson_lucy_refine(result, data, model.psf, offset=offset, iterations=steps, device=dev)
+            inner = tuple(slice(r.start - w.start, r.stop - w.start) for r, w in zip(region, where, strict=True))
+            result = result[inner]
     if writer is None:
         return result
     values, _ = to_output_dtype(result, settings.dtype, scaling)
@@ -1085,7 +1109,7 @@ def process_file(
     for (c, t), report in checks.items():
         prov[f"check.c{c}" + ("" if t is None else f".t{t}")] = json.dumps(report.to_dict())
     if stack.is_lazy:
-        _predict_lazy(stack, inp, out, settings, models, model_for, scaling, prov, ex, progress)
+        _predict_lazy(stack, inp, out, settings, models, model_for, scaling, prov, ex, progress, checks)
     else:
         result = np.zeros(stack.shape, dtype=np.float32)
         vols = {}
@@ -1139,11 +1163,6 @@ def _run_checks(
                 " an OME-Zarr volume read block by block gets the network's result (run the classical method on"
                 " it separately, or read it into memory: a TIFF/NPY input gets the fallback)"
             )
-        elif report.lr_steps and stack.is_lazy:
-            log(
-                f"{label}: {report.verdict()}; an OME-Zarr volume read block by block gets the network's result"
-                " without the Lucy-Richardson step (a TIFF/NPY input gets it)"
-            )
         elif report.fell_back or progress:
             log(f"{label}: {report.summary()}")
     return reports
@@ -1166,8 +1185,10 @@ def _predict_lazy(
     prov: dict[str, Any],
     ex: Any,
     progress: bool,
+    checks: dict[tuple[int, int | None], Any] | None = None,
 ) -> None:
-    """Predict an OME-Zarr input block by block: into a partial OME-Zarr, or into memory for TIFF/NPY."""
+    """Predict an OME-Zarr input block by block: into a partial OME-Zarr, or into memory for TIFF/NPY
+    (with the Lucy-Richardson step where the check chose it)."""
     from tqdm.auto import tqdm
 
     from .data import iter_blocks
@@ -1224,6 +1245,8 @@ def _predict_lazy(
                 by_axis = dict(zip(stack.spatial, region, strict=True))
                 index = tuple(t if a == "T" else c if a == "C" else by_axis[a] for a in out_axes)
             sc = scaling[c] if scaling is not None else None
+            report = (checks or {}).get((c, t)) or (checks or {}).get((c, None))
+            refine = (report.lr_steps, float(report.noise.offset)) if report is not None and report.lr_steps else None
             jobs.append(
                 (
                     (t, c, region),
@@ -1241,6 +1264,7 @@ def _predict_lazy(
                         sc,
                         name,
                         ex.threads,
+                        refine,
                     ),
                 )
             )

@@ -12,7 +12,9 @@ here are
   unmasked neighbours (so its prediction at ``J`` cannot see ``y_J``), one pass per fold of
   held-out pixels as sparse as its blind-spot training mask. (Replacing them by noise around the
   image mean, as training does, biases the reconvolution towards the mean around every hole:
-  on bright structures the network then looks worse than it is.);
+  on bright structures the network then looks worse than it is.) Its estimate is scored as is
+  and after one Lucy-Richardson step from it (``J`` missing data there too), and the better of
+  the two stands for the network and is what gets written;
 * Lucy-Richardson with the object extended beyond the field, the held-out pixels given zero
   weight as data, at every iteration count of a grid (one run keeps them all);
 * Spitfire (sparse Hessian) with the held-out pixels given zero weight in its data term, at every
@@ -23,6 +25,11 @@ Errors are squared residuals divided by the noise variance the camera model give
 compared with the best classical candidate pixel by pixel (a sign test: at how many held-out
 pixels is it the worse of the two), and it is replaced only when it is behind at significantly
 more pixels and by a clear margin on average.
+
+Images larger than :data:`MAX_VOXELS` are checked on a central box, the held-out pixels drawn
+from its interior so that every estimate there had the data around it (:func:`check_regions`),
+and Spitfire runs there as it would on the whole image (``adam_eps`` scaled, the whole image's
+range).
 
 The criterion lives in the blurred domain: it ranks what each estimate predicts of the data, not
 its distance to the object, which no ground-truth-free criterion can see in the frequencies the
@@ -316,8 +323,15 @@ def check_regions(
     return context, _scored_region(tuple(shape), context, tuple(psf_shape))
 
 
+def _spitfire_pad(shape: tuple[int, ...]) -> int:
+    """Spitfire's padding for an image of ``shape``: sdeconv's 13, less on a thinner image (a stack of
+    a few planes), whose reflection padding must stay inside it."""
+    return max(0, min(SPITFIRE_PAD, min(shape) - 1))
+
+
 def _padded_voxels(shape: tuple[int, ...]) -> int:
-    return math.prod(n + 2 * SPITFIRE_PAD for n in shape)
+    pad = _spitfire_pad(shape)
+    return math.prod(n + 2 * pad for n in shape)
 
 
 def _lr_data(image: np.ndarray, offset: float) -> np.ndarray:
@@ -334,7 +348,8 @@ def classical_estimate(
         return est + np.float32(offset)
     if candidate.name == "spitfire":
         data = np.asarray(image, np.float32) - np.float32(offset)
-        return spitfire(data, psf, reg=float(candidate.params["reg"]), device=device) + np.float32(offset)
+        reg = float(candidate.params["reg"])
+        return spitfire(data, psf, reg=reg, pad=_spitfire_pad(data.shape), device=device) + np.float32(offset)
     raise ValueError(f"not a classical candidate: {candidate.name!r}")
 
 
@@ -516,7 +531,14 @@ def check(
         for reg in spitfire_regs:
             say(f"check: Spitfire reg {reg:g}")
             est = spitfire(
-                data, psf, reg=float(reg), weights=data_weights, value_range=value_range, adam_eps=eps, device=device
+                data,
+                psf,
+                reg=float(reg),
+                pad=_spitfire_pad(data.shape),
+                weights=data_weights,
+                value_range=value_range,
+                adam_eps=eps,
+                device=device,
             )
             pred = reconvolve(est + np.float32(noise.offset), op)
             classical.append(Candidate("spitfire", {"reg": float(reg)}, 0.0, _score(pred, y, held, weights)))
