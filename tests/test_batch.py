@@ -171,13 +171,12 @@ def test_ome_zarr_in_and_out_block_by_block(zarr_volume):
     assert np.abs(np.asarray(out.data[1, 0]) - whole).max() < 0.02 * whole.std()
 
 
-def test_block_by_block_output_gets_the_lucy_richardson_step_the_check_chose(zarr_volume, monkeypatch):
-    """An OME-Zarr volume predicted block by block gets the step as the whole volume would: each
-    block's step runs on the block and a PSF-sized margin."""
+@pytest.fixture
+def check_prefers_the_step(monkeypatch):
+    """The held-out check, made to prefer the network after one Lucy-Richardson step."""
     import dataclasses
 
-    from siamdecon import Deconvolver, holdout
-    from siamdecon.classical import richardson_lucy_refine
+    from siamdecon import holdout
 
     original = holdout.check
 
@@ -187,6 +186,14 @@ def test_block_by_block_output_gets_the_lucy_richardson_step_the_check_chose(zar
         return dataclasses.replace(report, network=refined, winner=refined)
 
     monkeypatch.setattr(holdout, "check", prefer_the_step)
+
+
+def test_block_by_block_output_gets_the_lucy_richardson_step_the_check_chose(zarr_volume, check_prefers_the_step):
+    """An OME-Zarr volume predicted block by block gets the step as the whole volume would: each
+    block's step runs on the block and a PSF-sized margin."""
+    from siamdecon import Deconvolver
+    from siamdecon.classical import richardson_lucy_refine
+
     d = zarr_volume
     args = ["deconvolve", str(d / "vol.zarr"), "--psf", str(d / "psf3.npy"), "--save-model", str(d / "m.pt")]
     args += ["--steps", "1", "--prior", "none", "--check", "-q", "-o", str(d / "out.zarr")]
@@ -353,14 +360,11 @@ def test_check_falls_back_to_the_classical_estimate_and_says_so(tmp_path):
     assert np.mean((checked - truth) ** 2) < np.mean((plain - truth) ** 2)
 
 
-def test_the_lucy_richardson_step_the_check_chose_is_what_gets_written(tmp_path, monkeypatch):
+def test_the_lucy_richardson_step_the_check_chose_is_what_gets_written(tmp_path, check_prefers_the_step):
     """When the check prefers the network after one Lucy-Richardson step, the file holds that:
     the plain run's output (--no-check) with the step applied, and the provenance says so."""
-    import dataclasses
-
     from scipy import signal as sps
 
-    from siamdecon import holdout
     from siamdecon.classical import richardson_lucy_refine
     from siamdecon.simulate import fluorescence_2d
 
@@ -371,14 +375,6 @@ def test_the_lucy_richardson_step_the_check_chose_is_what_gets_written(tmp_path,
     noisy = (100 + rng.poisson(np.clip(blurred - 100, 0, None))).astype(np.uint16)
     tifffile.imwrite(tmp_path / "img.tif", noisy)
     np.save(tmp_path / "psf.npy", psf)
-    original = holdout.check
-
-    def prefer_the_step(*args, **kwargs):
-        report = original(*args, **kwargs)
-        refined = next(c for c in report.networks if c.params.get("lr_steps"))
-        return dataclasses.replace(report, network=refined, winner=refined)
-
-    monkeypatch.setattr(holdout, "check", prefer_the_step)
     base = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "-q"]
     _ok(runner.invoke(app, [*base, "-o", str(tmp_path / "checked.tif")]))
     _ok(runner.invoke(app, [*base, "--no-check", "-o", str(tmp_path / "plain.tif")]))
