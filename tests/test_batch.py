@@ -331,21 +331,27 @@ def test_kill_minus_9_in_a_folder_run_then_resume_does_every_file_once(folder):
     assert leftovers == []  # the killed run's temporary file was removed
 
 
-def test_check_falls_back_to_the_classical_estimate_and_says_so(tmp_path):
-    """A network trained for one step from scratch (the paper preset's, with no Lucy-Richardson start)
-    is no deconvolution: the held-out check, asked for, sees it, writes the classical result, logs
-    the verdict and records it in the file's provenance."""
+def _camera_image(tmp_path, seed):
+    """A blurred 2D object in photon counts (offset 100, Poisson noise) as img.tif, its PSF as psf.npy."""
     from scipy import signal as sps
 
     from siamdecon.simulate import fluorescence_2d
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     psf = gaussian((9, 9), (1.6, 1.6))
-    truth = 100.0 + 400.0 * fluorescence_2d(64, seed=0)
+    truth = 100.0 + 400.0 * fluorescence_2d(64, seed=seed)
     blurred = sps.fftconvolve(np.pad(truth, 4, mode="reflect"), psf, mode="valid")
     noisy = (100 + rng.poisson(np.clip(blurred - 100, 0, None))).astype(np.uint16)
     tifffile.imwrite(tmp_path / "img.tif", noisy)
     np.save(tmp_path / "psf.npy", psf)
+    return truth, noisy, psf
+
+
+def test_check_falls_back_to_the_classical_estimate_and_says_so(tmp_path):
+    """A network trained for one step from scratch (the paper preset's, with no Lucy-Richardson start)
+    is no deconvolution: the held-out check, asked for, sees it, writes the classical result, logs
+    the verdict and records it in the file's provenance."""
+    truth, _, _ = _camera_image(tmp_path, seed=0)
     base = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "--steps", "1"]
     base += ["--preset", "paper"]
     result = _ok(runner.invoke(app, [*base, "--check", "-o", str(tmp_path / "checked.tif")]))
@@ -363,18 +369,9 @@ def test_check_falls_back_to_the_classical_estimate_and_says_so(tmp_path):
 def test_the_lucy_richardson_step_the_check_chose_is_what_gets_written(tmp_path, check_prefers_the_step):
     """When the check prefers the network after one Lucy-Richardson step, the file holds that:
     the plain run's output (--no-check) with the step applied, and the provenance says so."""
-    from scipy import signal as sps
-
     from siamdecon.classical import richardson_lucy_refine
-    from siamdecon.simulate import fluorescence_2d
 
-    rng = np.random.default_rng(1)
-    psf = gaussian((9, 9), (1.6, 1.6))
-    truth = 100.0 + 400.0 * fluorescence_2d(64, seed=1)
-    blurred = sps.fftconvolve(np.pad(truth, 4, mode="reflect"), psf, mode="valid")
-    noisy = (100 + rng.poisson(np.clip(blurred - 100, 0, None))).astype(np.uint16)
-    tifffile.imwrite(tmp_path / "img.tif", noisy)
-    np.save(tmp_path / "psf.npy", psf)
+    _, noisy, psf = _camera_image(tmp_path, seed=1)
     base = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "-q"]
     _ok(runner.invoke(app, [*base, "-o", str(tmp_path / "checked.tif")]))
     _ok(runner.invoke(app, [*base, "--no-check", "-o", str(tmp_path / "plain.tif")]))
