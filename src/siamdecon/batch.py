@@ -1115,7 +1115,7 @@ def process_file(
         vols = {}
         for t, c in stack.units():
             vol = ex.put(np.asarray(stack.volume(t, c)))
-            report = checks.get((c, t)) or checks.get((c, None))
+            report = _report_for(checks, t, c)
             if report is not None and report.fell_back:
                 kernel = model_for(t, c).psf
                 vols[(t, c)] = ex.submit(_job_classical, report, vol, kernel, settings.device, ex.threads)
@@ -1126,6 +1126,11 @@ def process_file(
         write_stack(out, result, stack, provenance=prov, dtype=settings.dtype, scaling=scaling)
     size = _size(out)
     return FileResult(str(inp), str(out), "done", seconds=time.perf_counter() - start, output_bytes=size)
+
+
+def _report_for(checks: dict[tuple[int, int | None], Any], t: int, c: int) -> Any:
+    """The check that decides for volume (t, c): its time point's own, or its channel's."""
+    return checks.get((c, t)) or checks.get((c, None))
 
 
 def _run_checks(
@@ -1245,7 +1250,7 @@ def _predict_lazy(
                 by_axis = dict(zip(stack.spatial, region, strict=True))
                 index = tuple(t if a == "T" else c if a == "C" else by_axis[a] for a in out_axes)
             sc = scaling[c] if scaling is not None else None
-            report = (checks or {}).get((c, t)) or (checks or {}).get((c, None))
+            report = _report_for(checks or {}, t, c)
             refine = (report.lr_steps, float(report.noise.offset)) if report is not None and report.lr_steps else None
             jobs.append(
                 (
