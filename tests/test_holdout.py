@@ -331,6 +331,14 @@ def test_the_check_writes_the_network_after_a_lucy_richardson_step_when_that_pre
     plain = check(lambda masked: bright, noisy, psf, refine=False, **kwargs)
     assert [c.label for c in plain.networks] == ["network"] and plain.lr_steps == 0
     assert plain.network.error == pytest.approx(raw.error)
+    # The step must lower the held-out error by more than step_margin of it to be written.
+    gain = 1.0 - refined.error / raw.error
+    strict = check(lambda masked: bright, noisy, psf, step_margin=gain + 0.05, **kwargs)
+    assert strict.network.label == "network" and strict.lr_steps == 0
+    assert strict.networks[1].error == pytest.approx(refined.error)
+    assert check(lambda masked: bright, noisy, psf, step_margin=gain - 0.05, **kwargs).lr_steps == 1
+    with pytest.raises(ValueError, match="step_margin"):
+        check(lambda masked: bright, noisy, psf, step_margin=1.0, **kwargs)
 
 
 def test_output_writes_the_network_as_is_or_the_fallback():
