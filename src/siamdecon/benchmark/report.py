@@ -136,8 +136,11 @@ def _figures(out: Path, results: dict[str, Any]) -> list[str]:
                 ]
                 if best_siamese:
                     panels.append((best_siamese, best_siamese))
-                with_prior = bool(entries.get("default", {}).get("prior"))
-                panels.append(("default", "default (prior + fine-tuning)" if with_prior else "default"))
+                default = entries.get("default", {})
+                title = "default"
+                if default.get("prior"):
+                    title += " (prior + fine-tuning)" if default.get("steps") else " (prior as is)"
+                panels.append(("default", title))
                 panels = [(f, t) for f, t in panels if (case_dir / f"{f}.npy").exists()]
                 if len(panels) < 2:
                     continue
