@@ -234,6 +234,11 @@ def test_demo_runs_on_a_small_crop(tmp_path):
         assert (tmp_path / "demo" / name).exists()
     rows = json.loads((tmp_path / "demo" / "results.json").read_text())["rows"]
     assert len(rows) == 3
+    # It says which prior ran and how many steps fine-tuned it, in a table whose columns line up.
+    assert rows[2]["method"].startswith("siamdecon (prior fast-2d-generic.pt + 2 fine-tuning steps")
+    lines = res.output.splitlines()
+    table = lines[lines.index(next(x for x in lines if x.startswith("method"))) :][:5]
+    assert len({len(x) for x in table}) == 1, table
     # The demo runs the held-out check as `deconvolve` does and says what it decided.
     assert "held-out pixels" in rows[2]["check"] and "held-out pixels" in res.output
 

@@ -1259,11 +1259,12 @@ def demo(
 
     out.mkdir(parents=True, exist_ok=True)
     rows = run_demo(out, steps=steps, seed=seed, size=size, progress=not quiet)
-    header = f"{'method':<40}{'PSNR':>8}{'SSIM':>8}{'time (s)':>10}"
+    width = max(40, *(len(r["method"]) + 2 for r in rows))
+    header = f"{'method':<{width}}{'PSNR':>8}{'SSIM':>8}{'time (s)':>10}"
     typer.echo(header)
     typer.echo("-" * len(header))
     for r in rows:
-        typer.echo(f"{r['method']:<40}{r['psnr']:>8.2f}{r['ssim']:>8.3f}{r['seconds']:>10.1f}")
+        typer.echo(f"{r['method']:<{width}}{r['psnr']:>8.2f}{r['ssim']:>8.3f}{r['seconds']:>10.1f}")
     for r in rows:
         if r.get("check"):
             typer.echo(f"\n{r['check']}")
