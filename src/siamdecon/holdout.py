@@ -74,9 +74,9 @@ LR_ITERATIONS: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 100)
 #: the check chose from on the suite (docs/holdout.md); each value is one Spitfire run.
 SPITFIRE_REGS: tuple[float, ...] = (0.95, 0.98, 0.99, 0.995)
 #: How much lower (as a fraction) the held-out error after one Lucy-Richardson step from the
-#: network's estimate must be for the step to be written. What the step gains is small (0.05-0.3 dB
-#: on the microscopy suite, with held-out errors 1-8 % lower) and what it can cost on noisy
-#: images is large (0.9-1.6 dB with errors 0.5 % lower, on the paper's 2D noise): docs/holdout.md.
+#: network's estimate must be for the step to be written. What the step gains is small (0.04-0.27 dB
+#: on the microscopy suite, with held-out errors 0.35-7.7 % lower) and what it can cost on noisy
+#: images is large (1.6 dB with an error 0.5 % lower, on the paper's 2D noise): docs/holdout.md.
 STEP_MARGIN = 0.01
 #: Held-out pixels the default number of folds aims at (each fold costs one network pass).
 MIN_HELD_OUT = 4000

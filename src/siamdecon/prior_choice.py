@@ -57,7 +57,7 @@ def _load_shipped(path: Path) -> Prior:
 #: Fine-tuning steps when ``prior.fine_tune_steps`` is ``None`` (the presets), per prior and
 #: dimensionality (docs/benchmark-microscopy.md, docs/priors.md). The generic 2D prior is used as
 #: it is: 200 blind-spot steps on the image lowered it on 6 of 8 quick microscopy cases (by
-#: 0.14-0.92 dB; at 512^2 on 5 of 8), though they raise it on the paper's suite of natural images
+#: 0.14-0.92 dB; at 512^2 on 6 of 8), though they raise it on the paper's suite of natural images
 #: (+0.36 dB), and held-out pixels cannot tell which (docs/priors.md). A prior made for the image's
 #: PSF (used when the user's start is its start): in 2D 200 steps (batch 16) added about 0.27 dB
 #: on the paper's suite; in 3D they lost 1.3 dB. A 3D prior the user gives is fine-tuned: nothing measured
