@@ -13,8 +13,9 @@ here are
   held-out pixels as sparse as its blind-spot training mask. (Replacing them by noise around the
   image mean, as training does, biases the reconvolution towards the mean around every hole:
   on bright structures the network then looks worse than it is.) Its estimate is scored as is
-  and after one Lucy-Richardson step from it (``J`` missing data there too), and the better of
-  the two stands for the network and is what gets written;
+  and after one Lucy-Richardson step from it (``J`` missing data there too); the step stands for
+  the network, and is written, only when it predicts them better by more than
+  :data:`STEP_MARGIN`;
 * Lucy-Richardson with the object extended beyond the field, the held-out pixels given zero
   weight as data, at every iteration count of a grid (one run keeps them all);
 * Spitfire (sparse Hessian) with the held-out pixels given zero weight in its data term, at every
@@ -129,8 +130,9 @@ class CheckReport:
     Attributes
     ----------
     network : Candidate
-        The network's score: its estimate as is, or after one Lucy-Richardson step from it,
-        whichever predicts the held-out pixels better (both are in ``networks``).
+        The network's score: its estimate as is, or after one Lucy-Richardson step from it when
+        that predicts the held-out pixels better by more than ``step_margin`` (both are in
+        ``networks``).
     classical : list of Candidate
         Every classical candidate's score, best first.
     winner : Candidate
@@ -448,10 +450,11 @@ def check(
         crop's own range normalizes Spitfire).
     refine : bool
         Also score the network's estimate after one Lucy-Richardson step from it (the held-out
-        pixels missing data there too); whichever of the two predicts them better stands for the
-        network, and :meth:`CheckReport.output` writes that one. The step corrects local errors
-        of intensity that the blurred domain sees; where the image is noisy it also adds noise,
-        and the held-out error then prefers the estimate as is (``docs/holdout.md``).
+        pixels missing data there too); the step stands for the network when it predicts them
+        better by more than ``step_margin``, and :meth:`CheckReport.output` writes what stands.
+        The step corrects local errors of intensity that the blurred domain sees; where the image
+        is noisy it also adds noise, and the held-out error then prefers the estimate as is
+        (``docs/holdout.md``).
     step_margin : float
         The step stands for the network only when its held-out error is lower than the estimate
         as is by more than this fraction (default :data:`STEP_MARGIN`).

@@ -321,7 +321,8 @@ class Deconvolver:
         -------
         siamdecon.holdout.CheckReport
             ``report.fell_back`` says whether a classical estimate predicts the data better;
-            ``report.estimate(image, model.psf)`` computes it on the whole image.
+            ``report.output(image, model.psf, network)`` gives what to write (the network's
+            prediction as is or after the check's Lucy-Richardson step, or the classical estimate).
         """
         from .holdout import check
         from .noise import NoiseModel
