@@ -130,17 +130,73 @@ def test_default_boundary_range_is_unit_for_unit_data_and_has_headroom_otherwise
     assert default_intensity_range(np.array([-5.0, 10.0])) == (-5.0, 25.0)
 
 
-def test_asymmetric_psf_disables_rotation_augmentation_and_tta(scene):
+def _skew_psf() -> np.ndarray:
+    skew = np.zeros((5, 5), np.float32)
+    skew[2, 2], skew[2, 3], skew[1, 2] = 0.6, 0.3, 0.1
+    return skew
+
+
+def test_asymmetric_psf_disables_rotation_augmentation_and_the_tta_of_a_network_that_blurs_its_tile(scene):
     from siamdecon.data import psf_is_dihedral
 
     _, noisy, psf = scene
     assert psf_is_dihedral(psf)
-    skew = np.zeros((5, 5), np.float32)
-    skew[2, 2], skew[2, 3] = 0.7, 0.3
+    skew = _skew_psf()
     assert not psf_is_dihedral(skew)
+    cfg = _tiny(steps=2, start={"kind": "lucy-richardson", "iterations": 2})
     with pytest.warns(UserWarning, match="not symmetric"):
-        model = Deconvolver.fit(noisy, skew, _tiny(steps=2), progress=False)
-    assert np.array_equal(model.predict(noisy, tta=True), model.predict(noisy, tta=False))
+        model = Deconvolver.fit(noisy, skew, cfg, progress=False)
+    with pytest.warns(UserWarning, match="test-time augmentation skipped"):
+        with_tta = model.predict(noisy, tta=True)
+    assert np.array_equal(with_tta, model.predict(noisy, tta=False))
+
+
+def test_tta_of_the_generic_network_is_valid_for_an_asymmetric_psf(scene):
+    """Rotating the image and the PSF together rotates the averaged prediction, exactly; one
+    network pass alone is not equivariant."""
+    from siamdecon.training import build_network
+
+    _, noisy, _ = scene
+    skew = _skew_psf()
+    with pytest.warns(UserWarning, match="not symmetric"):
+        model = Deconvolver.fit(noisy, skew, _tiny(steps=5), progress=False)
+    assert model.network.start == "generic"
+    turned_psf = np.rot90(skew).copy()
+    net = build_network(model.config, turned_psf, model.normalization)
+    net.unet.load_state_dict(model.network.unet.state_dict())
+    turned = Deconvolver(net, model.config, turned_psf, model.normalization)
+    image = noisy[:64, :64]
+    spread = float(np.std(model.predict(image, tta=True)))
+    averaged = np.rot90(model.predict(image, tta=True))
+    np.testing.assert_allclose(turned.predict(np.rot90(image).copy(), tta=True), averaged, atol=1e-4 * spread)
+    single = np.abs(turned.predict(np.rot90(image).copy(), tta=False) - np.rot90(model.predict(image, tta=False)))
+    assert float(single.max()) > 1e-2 * spread
+
+
+def test_tta_of_the_generic_network_runs_lucy_richardson_once_and_matches_rotating_the_tile(scene, monkeypatch):
+    import siamdecon.classical as classical
+
+    _, noisy, psf = scene
+    model = Deconvolver.fit(noisy, psf, _tiny(steps=5), progress=False)
+    image = noisy[:64, :64]
+    calls = []
+    original = classical.richardson_lucy_tensors
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(classical, "richardson_lucy_tensors", counted)
+    fast = model.predict(image, tta=True)
+    assert len(calls) == 1
+    from siamdecon.inference import predict_tiled, with_augmentation
+
+    n = model.normalization
+    per_rotation = with_augmentation(lambda x: model.network(x, n.mean, n.std, n.gain, n.offset, n.read_variance))
+    inf = model.config.inference
+    slow = n.invert(predict_tiled(per_rotation, n.apply(image)[None], 64, inf.tile_overlap, margin=inf.context)[0])
+    np.testing.assert_allclose(fast, slow, atol=1e-4 * float(np.std(fast)))
+    assert float(np.abs(fast - model.predict(image, tta=False)).max()) > 1e-3 * float(np.std(fast))
 
 
 def test_constant_image_is_refused(scene):

@@ -74,9 +74,7 @@ def run_demo(out: Path, steps: int | None = None, seed: int = 0, size: int = 512
     report = model.check(noisy)
     result = report.output(noisy, model.psf, result)
     seconds = time.perf_counter() - t0
-    how = cfg.loss.label
-    if model.prior:
-        how = f"prior {model.prior}" + (f" + {len(model.history)} fine-tuning steps" if model.history else ", as is")
+    how = model.training_summary
     if report.fell_back:
         how = f"check fell back to {report.winner.label}"
     elif report.lr_steps:

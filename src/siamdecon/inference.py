@@ -53,14 +53,28 @@ def pyramid_weights(shape: tuple[int, ...]) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def with_augmentation(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+def with_augmentation(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """Test-time augmentation: average ``fn`` over the 8 rotations/flips of the (y, x) plane.
 
     Training sees patches in all 8 orientations, so the network is nearly equivariant; averaging
     the 8 predictions cancels what is left of its orientation-dependent errors.
+
+    Parameters
+    ----------
+    fn : callable
+        The map to average.
+    inputs : callable, optional
+        Computed once on the tile, before the rotations: ``fn`` then takes its result. Rotating
+        what was computed with the PSF, rather than the tile, keeps the average valid for a PSF
+        without the plane's symmetries (the network sees the rotated object under the rotated PSF).
     """
 
     def averaged(x: torch.Tensor) -> torch.Tensor:
+        if inputs is not None:
+            x = inputs(x)
         total = None
         for k in range(4):
             for flip in (False, True):

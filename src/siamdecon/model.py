@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,18 @@ class Deconvolver:
             result.prior,
         )
 
+    @property
+    def training_summary(self) -> str:
+        """How this network was made, in a few words (for names of results and report rows):
+        ``"prior P, as is"``, ``"prior P + N fine-tuning steps (LOSS)"`` or ``"LOSS, N steps"``,
+        counting the steps that ran (fewer than asked when training was interrupted)."""
+        steps = len(self.history)
+        if self.prior:
+            if not steps:
+                return f"prior {self.prior}, as is"
+            return f"prior {self.prior} + {steps} fine-tuning steps ({self.config.prior.fine_tune_loss})"
+        return f"{self.config.loss.label}, {steps} steps"
+
     # -- inference --------------------------------------------------------------------------------
     def _prepared(self, device: str | None, normalization: Normalization, tta: bool | None):
         """The network on ``device`` as a function of standardized tiles.
@@ -179,8 +192,23 @@ class Deconvolver:
             return net(x, n.mean, n.std, n.gain, n.offset, n.read_variance)
 
         use_tta = self.config.inference.tta if tta is None else tta
-        # Averaging over rotations is only valid when the PSF has that symmetry.
-        return (with_augmentation(fn) if use_tta and psf_is_dihedral(self.psf) else fn), dev
+        if not use_tta:
+            return fn, dev
+        if net.start == "generic":
+            # The PSF enters the generic network only through its Lucy-Richardson input channels:
+            # rotating those channels is valid for any PSF (and runs Lucy-Richardson once, not 8 times).
+            def inputs(x: torch.Tensor) -> torch.Tensor:
+                return net.generic_inputs(x, n.mean, n.std, n.gain, n.offset, n.read_variance)
+
+            return with_augmentation(net.unet, inputs), dev
+        if not psf_is_dihedral(self.psf):
+            warnings.warn(
+                "test-time augmentation skipped: the PSF is not symmetric under 90-degree rotations and flips"
+                " in the xy plane, and this network applies the PSF to the rotated tile",
+                stacklevel=3,
+            )
+            return fn, dev
+        return with_augmentation(fn), dev
 
     def predict_region(
         self,

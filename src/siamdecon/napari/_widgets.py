@@ -366,11 +366,7 @@ class DeconvolveWidget(_JobWidget):
             job.check()
             job.report(total, total, "predicting...")
             result = model.predict(data, device=config.training.device)
-            if model.prior:
-                how = f"prior {model.prior} + {total} steps {config.prior.fine_tune_loss}" if total else model.prior
-            else:
-                how = f"{config.loss.label}, {total} steps"
-            name = f"{image_name} siamdecon ({config.preset}, {how}, {psf_name})"
+            name = f"{image_name} siamdecon ({config.preset}, {model.training_summary}, {psf_name})"
             if check:
                 job.report(total, total, "checking against Lucy-Richardson and Spitfire on held-out pixels...")
                 report = model.check(data, device=config.training.device)
@@ -379,7 +375,8 @@ class DeconvolveWidget(_JobWidget):
                     behind = "the network was behind it on held-out pixels"
                     name = f"{image_name} {report.winner.label} ({behind}, {psf_name})"
                 elif report.lr_steps:
-                    name = f"{image_name} siamdecon ({config.preset}, {how} + 1 Lucy-Richardson step, {psf_name})"
+                    how = f"{model.training_summary} + 1 Lucy-Richardson step"
+                    name = f"{image_name} siamdecon ({config.preset}, {how}, {psf_name})"
                 result = report.output(data, model.psf, result)
             return result, name, layer
 
