@@ -94,6 +94,17 @@ def test_pretraining_lowers_the_supervised_loss(tiny_prior):
     assert tiny_prior.info["final_loss"] < tiny_prior.info["initial_loss"]
 
 
+def test_pretraining_continues_from_a_prior_and_refuses_one_of_another_network(tiny_prior, psf2d):
+    frozen = pretrain(psf2d, _tiny_config(), _tiny_settings(steps=3, lr=1e-12, seed=1), progress=False, init=tiny_prior)
+    for k, v in tiny_prior.state_dict.items():
+        torch.testing.assert_close(frozen.state_dict[k], v, rtol=0, atol=1e-9)
+    assert frozen.info["steps_before"] == tiny_prior.info["steps"]
+    moved = pretrain(psf2d, _tiny_config(), _tiny_settings(steps=3, seed=1), progress=False, init=tiny_prior)
+    assert any(not torch.equal(moved.state_dict[k], v) for k, v in tiny_prior.state_dict.items())
+    with pytest.raises(ConfigError, match="cannot continue pretraining from prior"):
+        pretrain(psf2d, make_config("fast", 2), _tiny_settings(steps=1), progress=False, init=tiny_prior)
+
+
 def test_prior_file_round_trip(tiny_prior, tmp_path, psf2d):
     path = tiny_prior.save(tmp_path / "p.pt")
     loaded = Prior.load(path)
@@ -389,6 +400,25 @@ def test_cli_pretrains_a_generic_prior_and_refuses_unclear_requests(tmp_path):
         )
         is not None
     )
+    res = runner.invoke(
+        app,
+        ["pretrain", "--generic", "--ndim", "2", "--steps", "3", "--images", "3", "--psfs", "2"]
+        + ["--init", str(tmp_path / "g.pt"), "--seed", "1", "-o", str(tmp_path / "g1.pt")],
+    )
+    assert res.exit_code == 0, res.output
+    continued = Prior.load(tmp_path / "g1.pt")
+    assert continued.info["steps"] == 3 and continued.info["steps_before"] == 2
+    assert continued.info["init"] == "g.pt" and continued.settings.seed == 1
+    res = runner.invoke(
+        app,
+        ["pretrain", "--generic", "--ndim", "2", "--steps", "2", "--init", str(tmp_path / "g.pt")]
+        + ["-o", str(tmp_path / "x.pt")],
+    )
+    assert res.exit_code != 0 and "give another --seed" in res.output, res.output
+    res = runner.invoke(
+        app, ["pretrain", "--generic", "--ndim", "2", "--init", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "x.pt")]
+    )
+    assert res.exit_code != 0 and "does not exist" in res.output and "fast-2d-generic.pt" in res.output, res.output
     for args, message in [
         ([], "either --psf FILE"),
         (["--generic"], "--ndim 2 or --ndim 3"),

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import typer
 
-from .errors import SiamdeconError
+from .errors import InputError, SiamdeconError
 
 app = typer.Typer(
     add_completion=False,
@@ -1058,6 +1058,18 @@ def _psf_from_beads(
     typer.echo(f"wrote {out} (shape {' x '.join(str(n) for n in kernel.shape)})", err=True)
 
 
+def _prior_file(path: Path) -> Path:
+    """A prior file given by path, or by the name of a prior shipped with siamdecon."""
+    from .prior_choice import shipped_priors
+
+    if path.exists():
+        return path
+    shipped = {p.name: p for p in shipped_priors()}
+    if str(path) in shipped:
+        return shipped[str(path)]
+    raise InputError(f"prior file '{path}' does not exist (shipped priors, usable by name: {', '.join(shipped)})")
+
+
 @app.command()
 @_handle_errors
 def pretrain(
@@ -1079,6 +1091,14 @@ def pretrain(
         None, "--images", min=1, help="Synthetic images or volumes (default 600 in 2D, 150 in 3D; --generic 800, 80)."
     ),
     seed: int | None = _SEED,
+    init: Path | None = typer.Option(
+        None,
+        "--init",
+        help=(
+            "Continue from this prior file's weights (e.g. a shipped generic prior, with --psf: specialize it to"
+            " your PSF; with --generic: give another --seed than its own, so that new PSFs and structures are drawn)."
+        ),
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
@@ -1090,7 +1110,7 @@ def pretrain(
     """
     from .config import make_config
     from .errors import ConfigError
-    from .prior import default_pretrain_config
+    from .prior import Prior, default_pretrain_config
     from .prior import pretrain as run_pretrain
     from .psf import load_psf
 
@@ -1106,13 +1126,19 @@ def pretrain(
     kernel = load_psf(psf) if psf is not None else None
     nd = ndim if kernel is None else kernel.ndim
     settings = default_pretrain_config(nd, generic=generic, steps=steps, images=images, seed=seed, psfs=psfs)
+    start_from = Prior.load(_prior_file(init)) if init is not None else None
+    if start_from is not None and generic and start_from.generic and start_from.settings.seed == settings.seed:
+        raise ConfigError(
+            f"--init '{init}' was pretrained with seed {settings.seed}: continuing with the same --seed draws the"
+            " same PSFs and structures again; give another --seed"
+        )
     if not quiet:
         typer.echo(
             f"pretraining on {settings.images} synthetic images, {settings.steps} steps; Ctrl-C stops early"
             " and keeps the weights so far",
             err=True,
         )
-    prior = run_pretrain(kernel, make_config("fast", nd), settings, device=device, progress=not quiet)
+    prior = run_pretrain(kernel, make_config("fast", nd), settings, device=device, progress=not quiet, init=start_from)
     prior.save(out)
     if not quiet:
         typer.echo(f"wrote prior {out} ({prior.info['steps']} steps, {prior.info['seconds']:.0f} s)", err=True)

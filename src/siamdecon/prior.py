@@ -245,6 +245,7 @@ def pretrain(
     device: str = "cpu",
     progress: bool = True,
     allow_interrupt: bool = True,
+    init: Prior | None = None,
 ) -> Prior:
     """Train ``config``'s network, supervised, to deconvolve synthetic images.
 
@@ -264,6 +265,12 @@ def pretrain(
         Show progress bars.
     allow_interrupt : bool
         Ctrl-C stops early and returns the weights so far (``info["interrupted"]``).
+    init : Prior, optional
+        Continue from this prior's weights instead of a random initialization (it must fit
+        ``config``'s network and start). A generic prior continued on one ``psf`` becomes a prior
+        for that PSF; continued generic (``psf=None``), give ``settings`` another seed than the
+        prior's so that new PSFs and structures are drawn. ``info["steps_before"]`` of the result
+        counts the steps its weights had already been trained.
 
     Returns
     -------
@@ -275,11 +282,17 @@ def pretrain(
 
     dev = resolve_device(device)
     with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
-        return _pretrain(psf, config, settings, device, progress, allow_interrupt)
+        return _pretrain(psf, config, settings, device, progress, allow_interrupt, init)
 
 
 def _pretrain(
-    psf: np.ndarray | None, config: Config, settings: PretrainConfig | None, device: str, progress: bool, stop: bool
+    psf: np.ndarray | None,
+    config: Config,
+    settings: PretrainConfig | None,
+    device: str,
+    progress: bool,
+    stop: bool,
+    init: Prior | None,
 ) -> Prior:
     from .data import Normalization
     from .device import resolve_device
@@ -295,6 +308,10 @@ def _pretrain(
         raise ConfigError(
             "a generic prior (no PSF) needs the 'generic' training.start and settings.psfs > 0 random PSFs"
         )
+    if init is not None:
+        why = init.incompatibility(config)
+        if why is not None:
+            raise ConfigError(f"cannot continue pretraining from prior '{init.name}': {why}")
     dev = resolve_device(device)
     keep_freed_memory(dev)
     torch.manual_seed(settings.seed)
@@ -315,6 +332,8 @@ def _pretrain(
         kernel = np.asarray(psf, dtype=np.float32)
         batches = FixedPSFBatches(kernel, settings, generic_start, progress)
     net = build_network(config, kernel, Normalization(0.0, 1.0, 0.0, 1.0))
+    if init is not None:
+        net.unet.load_state_dict(init.state_dict)
     net = prefer_channels_last(net.to(dev), dev)
     opt = torch.optim.Adam(net.unet.parameters(), lr=settings.lr)
     first = batches()
@@ -364,6 +383,9 @@ def _pretrain(
         "interrupted": int(interrupted),
         "siamdecon_version": __version__,
     }
+    if init is not None:
+        info["init"] = init.name
+        info["steps_before"] = int(init.info.get("steps", 0)) + int(init.info.get("steps_before", 0))
     state = {k: v.detach().cpu().contiguous() for k, v in net.unet.state_dict().items()}
     return Prior(
         state, config.network, config.training.start, None if psf is None else kernel, settings, info, ndim=ndim
