@@ -15,6 +15,7 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
+from siamdecon import make_config
 from siamdecon.cli import app
 from siamdecon.stack import read_provenance, read_stack
 
@@ -207,6 +208,47 @@ def test_block_by_block_output_gets_the_lucy_richardson_step_the_check_chose(zar
     out = np.asarray(read_stack(d / "out.zarr").data[1, 0])
     assert np.abs(out - whole).max() < 0.02 * whole.std()
     assert np.abs(whole - plain).max() > 0.1 * whole.std()  # the step is larger than the tolerance
+
+
+def test_block_by_block_output_gets_the_classical_estimate_the_check_fell_back_to(zarr_volume, monkeypatch):
+    """An OME-Zarr volume read block by block gets the classical estimate the check chose, each
+    block's computed with a margin: close to that method's estimate on the whole volume (Spitfire's
+    blocks: tests/test_holdout.py)."""
+    import dataclasses
+
+    from siamdecon import holdout
+    from siamdecon.psf import normalize_psf
+
+    original = holdout.check
+    reports = []
+
+    def choose(*args, **kwargs):
+        # One candidate, the one to fall back to (a shorter check).
+        kwargs.update(lr_iterations=(10,), spitfire_regs=())
+        report = original(*args, **kwargs)
+        reports.append(dataclasses.replace(report, winner=report.classical[0]))
+        return reports[-1]
+
+    monkeypatch.setattr(holdout, "check", choose)
+    d = zarr_volume
+    # Tiles of 32: blocks of 12x32x32, so that four blocks and their margins cover the volume.
+    make_config("fast", 3, tile_size=32, tile_overlap=8, context=8).save(d / "c.yaml")
+    args = ["deconvolve", str(d / "vol.zarr"), "--psf", str(d / "psf3.npy"), "--steps", "1", "--prior", "none"]
+    args += ["--check", "--config", str(d / "c.yaml"), "--save-model", str(d / "m.pt"), "-o", str(d / "out.zarr")]
+    result = _ok(runner.invoke(app, args))
+    assert "block by block" in result.output and "instead" in result.output, result.output
+    record = json.loads(read_provenance(d / "out.zarr")["check.c0"])
+    assert record["fell_back"] is True and record["winner"] == reports[0].winner.label
+    assert reports[0].winner.name == "lucy-richardson"
+    volume = np.asarray(read_stack(d / "vol.zarr").data[1, 0], dtype=np.float32)
+    whole = reports[0].estimate(volume, normalize_psf(np.load(d / "psf3.npy")))
+    out = np.asarray(read_stack(d / "out.zarr").data[1, 0])
+    assert np.abs(out - whole).max() < 0.02 * whole.std()
+    # The blocks' estimate is the classical method's, not the network's.
+    from siamdecon import Deconvolver
+
+    network = Deconvolver.load(d / "m.pt").predict(volume)
+    assert np.abs(out - network).max() > 0.1 * whole.std()
 
 
 def test_zarr_missing_chunks_gives_an_error_and_no_output(zarr_volume):

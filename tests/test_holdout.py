@@ -365,3 +365,34 @@ def test_the_check_runs_on_a_stack_thinner_than_spitfires_padding():
     assert any(c.name == "spitfire" for c in report.classical) and np.isfinite(report.classical[0].error)
     best_spitfire = next(c for c in report.classical if c.name == "spitfire")
     assert holdout.classical_estimate(best_spitfire, noisy, psf, 100.0).shape == noisy.shape
+
+
+def test_spitfire_on_blocks_as_parts_of_the_whole_image_matches_it_on_the_whole():
+    """A lazily read volume's fallback runs block by block, each block with a margin: told the
+    whole image's shape and range, Spitfire on a block solves the block's part of the whole
+    image's problem, far closer to the whole image's estimate than the block solved on its own."""
+    from scipy import signal as sps
+
+    from siamdecon.batch import FALLBACK_MARGIN, _with_margin
+    from siamdecon.data import iter_blocks
+    from siamdecon.holdout import Candidate, classical_estimate
+    from siamdecon.simulate import fluorescence_2d
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[-4:5, -4:5]
+    psf = np.exp(-(yy**2 + xx**2) / (2 * 1.6**2))
+    psf /= psf.sum()
+    truth = 100 + 400 * fluorescence_2d(96, seed=0)
+    image = (100 + rng.poisson(np.clip(sps.fftconvolve(truth, psf, mode="same") - 100, 0, None))).astype(np.float32)
+    spitfire = Candidate("spitfire", {"reg": 0.98}, 0.0, None)
+    whole = classical_estimate(spitfire, image, psf, 100.0)
+    errors = {}
+    for told in (False, True):
+        out = np.zeros_like(image)
+        for region in iter_blocks(image.shape, (48, 48)):
+            where = _with_margin(region, [FALLBACK_MARGIN * (k - 1) for k in psf.shape], image.shape)
+            part_of = (image.shape, (float(image.min()), float(image.max()))) if told else None
+            est = classical_estimate(spitfire, image[where], psf, 100.0, part_of=part_of)
+            out[region] = est[tuple(slice(r.start - w.start, r.stop - w.start) for r, w in zip(region, where))]
+        errors[told] = float(np.abs(out - whole).max() / whole.std())
+    assert errors[True] < 0.05 and errors[False] > 3 * errors[True], errors

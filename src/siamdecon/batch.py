@@ -785,6 +785,12 @@ def _job_classical(report: Any, volume: np.ndarray, kernel: np.ndarray, device: 
         return report.estimate(np.asarray(volume), kernel, device=resolve_device(device or "auto"))
 
 
+#: Margin, in PSF sizes per axis, around each block of a lazily read volume on which the classical
+#: estimate of a check's fallback is computed: the block's values then follow the whole volume's
+#: (Lucy-Richardson and Spitfire couple voxels further than one PSF, but weakly beyond two).
+FALLBACK_MARGIN = 2
+
+
 def _job_block(
     model: Any,
     ref: StackRef,
@@ -799,26 +805,58 @@ def _job_block(
     block: str,
     threads: int | None,
     refine: tuple[int, float] | None = None,
+    fallback: tuple[Any, tuple[tuple[int, ...], tuple[float, float]]] | None = None,
 ) -> np.ndarray | None:
     """Predict one block of a lazily read volume; write it into the partial store (or return it).
 
     ``refine = (steps, offset)``: then run that many Lucy-Richardson steps from the network's
     estimate, computed on the block and a margin of the PSF's size, which makes the block's values
-    those of the step on the whole volume.
+    those of the step on the whole volume. ``fallback = (report, (shape, value_range))``: a check
+    report that chose a classical method, and the whole volume's shape and range; the block gets
+    that method's estimate instead, computed on the block and a margin of :data:`FALLBACK_MARGIN`
+    PSF sizes as its part of the whole volume's problem.
     """
     from .stack import to_output_dtype
 
     with _torch_threads(threads):
-        stack = ref.open()
-        view = stack.volume(t, c)
-        where = region
-        if refine is not None:
-            # The step at a voxel needs the reblurred estimate half a PSF around it, and that needs
-            # the estimate another half PSF further out.
-            where = tuple(
-                slice(max(0, r.start - (k - 1)), min(int(n), r.stop + (k - 1)))
-                for r, k, n in zip(region, model.psf.shape, view.shape, strict=True)
-            )
+        view = ref.open().volume(t, c)
+        result = _block_estimate(model, view, region, settings, norm, refine, fallback)
+    if writer is None:
+        return result
+    values, _ = to_output_dtype(result, settings.dtype, scaling)
+    writer.array()[index] = values
+    writer.mark_done(block)
+    return None
+
+
+def _with_margin(region: tuple[slice, ...], margin: Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(
+        slice(max(0, r.start - m), min(int(n), r.stop + m)) for r, m, n in zip(region, margin, shape, strict=True)
+    )
+
+
+def _block_estimate(
+    model: Any,
+    view: Any,
+    region: tuple[slice, ...],
+    settings: RunSettings,
+    norm: Any,
+    refine: tuple[int, float] | None,
+    fallback: tuple[Any, tuple[tuple[int, ...], tuple[float, float]]] | None,
+) -> np.ndarray:
+    """What :func:`_job_block` writes for ``region`` of ``view``."""
+    from .device import resolve_device
+
+    dev = resolve_device(settings.device or "auto")
+    kernel = model.psf
+    if fallback is not None:
+        where = _with_margin(region, [FALLBACK_MARGIN * (k - 1) for k in kernel.shape], view.shape)
+        report, part_of = fallback
+        result = report.estimate(np.asarray(view[where], dtype=np.float32), kernel, device=dev, part_of=part_of)
+    else:
+        # The step at a voxel needs the reblurred estimate half a PSF around it, and that needs
+        # the estimate another half PSF further out.
+        where = _with_margin(region, [k - 1 for k in kernel.shape], view.shape) if refine is not None else region
         result = model.predict_region(
             view,
             where,
@@ -827,22 +865,14 @@ def _job_block(
             tile_overlap=settings.tile_overlap,
             device=settings.device,
         )
-        if refine is not None:
-            from .classical import richardson_lucy_refine
-            from .device import resolve_device
+        if refine is None:
+            return result
+        from .classical import richardson_lucy_refine
 
-            steps, offset = refine
-            data = np.asarray(view[where], dtype=np.float32)
-            dev = resolve_device(settings.device or "auto")
-            result = richardson_lucy_refine(result, data, model.psf, offset=offset, iterations=steps, device=dev)
-            inner = tuple(slice(r.start - w.start, r.stop - w.start) for r, w in zip(region, where, strict=True))
-            result = result[inner]
-    if writer is None:
-        return result
-    values, _ = to_output_dtype(result, settings.dtype, scaling)
-    writer.array()[index] = values
-    writer.mark_done(block)
-    return None
+        steps, offset = refine
+        data = np.asarray(view[where], dtype=np.float32)
+        result = richardson_lucy_refine(result, data, kernel, offset=offset, iterations=steps, device=dev)
+    return result[tuple(slice(r.start - w.start, r.stop - w.start) for r, w in zip(region, where, strict=True))]
 
 
 # -- one file ----------------------------------------------------------------------------------------
@@ -1164,9 +1194,8 @@ def _run_checks(
         label = f"{where}, channel {c}" + ("" if t is None else f", time point {t}")
         if report.fell_back and stack.is_lazy:
             log(
-                f"warning: {label}: {report.verdict()};"
-                " an OME-Zarr volume read block by block gets the network's result (run the classical method on"
-                " it separately, or read it into memory: a TIFF/NPY input gets the fallback)"
+                f"{label}: {report.summary()}, block by block (each block's estimate computed with a margin of"
+                f" {FALLBACK_MARGIN} PSF sizes)"
             )
         elif report.fell_back or progress:
             log(f"{label}: {report.summary()}")
@@ -1193,7 +1222,7 @@ def _predict_lazy(
     checks: dict[tuple[int, int | None], Any] | None = None,
 ) -> None:
     """Predict an OME-Zarr input block by block: into a partial OME-Zarr, or into memory for TIFF/NPY
-    (with the Lucy-Richardson step where the check chose it)."""
+    (with the Lucy-Richardson step, or the classical estimate, where the check chose it)."""
     from tqdm.auto import tqdm
 
     from .data import iter_blocks
@@ -1239,6 +1268,7 @@ def _predict_lazy(
         done = set()
         result = np.zeros(stack.shape, dtype=np.float32)
     jobs = []
+    ranges: dict[tuple[int, int], tuple[float, float]] = {}
     for t, c in stack.units():
         model = ex.put(model_for(t, c))
         for i, region in enumerate(iter_blocks(stack.spatial_shape, block)):
@@ -1252,6 +1282,14 @@ def _predict_lazy(
             sc = scaling[c] if scaling is not None else None
             report = _report_for(checks or {}, t, c)
             refine = (report.lr_steps, float(report.noise.offset)) if report is not None and report.lr_steps else None
+            fallback = None
+            if report is not None and report.fell_back:
+                if (t, c) not in ranges:
+                    from .data import array_statistics
+
+                    stats = array_statistics([stack.volume(t, c)])
+                    ranges[(t, c)] = (stats.minimum, stats.maximum)
+                fallback = (report, (tuple(stack.spatial_shape), ranges[(t, c)]))
             jobs.append(
                 (
                     (t, c, region),
@@ -1270,6 +1308,7 @@ def _predict_lazy(
                         name,
                         ex.threads,
                         refine,
+                        fallback,
                     ),
                 )
             )

@@ -217,8 +217,17 @@ class CheckReport:
             "noise": self.noise.to_dict(),
         }
 
-    def estimate(self, image: np.ndarray, psf: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
+    def estimate(
+        self,
+        image: np.ndarray,
+        psf: np.ndarray,
+        device: str | torch.device = "cpu",
+        part_of: tuple[tuple[int, ...], tuple[float, float]] | None = None,
+    ) -> np.ndarray:
         """The winning classical method run on all of ``image`` (all pixels as data).
+
+        ``part_of = (shape, (minimum, maximum))``: ``image`` is a block of a larger image (see
+        :func:`classical_estimate`).
 
         Raises
         ------
@@ -227,7 +236,7 @@ class CheckReport:
         """
         if not self.fell_back:
             raise ValueError("the network won the check: use the model's prediction")
-        return classical_estimate(self.winner, image, psf, self.noise.offset, device=device)
+        return classical_estimate(self.winner, image, psf, self.noise.offset, device=device, part_of=part_of)
 
     def output(
         self,
@@ -347,9 +356,19 @@ def _lr_data(image: np.ndarray, offset: float) -> np.ndarray:
 
 
 def classical_estimate(
-    candidate: Candidate, image: np.ndarray, psf: np.ndarray, offset: float, device: str | torch.device = "cpu"
+    candidate: Candidate,
+    image: np.ndarray,
+    psf: np.ndarray,
+    offset: float,
+    device: str | torch.device = "cpu",
+    part_of: tuple[tuple[int, ...], tuple[float, float]] | None = None,
 ) -> np.ndarray:
-    """Run ``candidate``'s method on all of ``image``; the result in recorded units (offset added back)."""
+    """Run ``candidate``'s method on all of ``image``; the result in recorded units (offset added back).
+
+    ``part_of = (shape, (minimum, maximum))``: ``image`` is a block of a larger image of that shape
+    and value range; Spitfire then solves the block as its part of the whole image's problem (the
+    whole image's normalization and Adam's steps, as the check runs it on a crop).
+    """
     if candidate.name == "lucy-richardson":
         n = int(candidate.params["iterations"])
         est = richardson_lucy_series(_lr_data(image, offset), psf, [n], boundary="extend", device=device)[n]
@@ -357,7 +376,14 @@ def classical_estimate(
     if candidate.name == "spitfire":
         data = np.asarray(image, np.float32) - np.float32(offset)
         reg = float(candidate.params["reg"])
-        return spitfire(data, psf, reg=reg, pad=_spitfire_pad(data.shape), device=device) + np.float32(offset)
+        extra: dict[str, Any] = {}
+        if part_of is not None:
+            shape, (low, high) = part_of
+            extra["adam_eps"] = SPITFIRE_ADAM_EPS * _padded_voxels(tuple(shape)) / _padded_voxels(data.shape)
+            if high > low:
+                extra["value_range"] = (float(low) - float(offset), float(high) - float(offset))
+        est = spitfire(data, psf, reg=reg, pad=_spitfire_pad(data.shape), device=device, **extra)
+        return est + np.float32(offset)
     raise ValueError(f"not a classical candidate: {candidate.name!r}")
 
 
