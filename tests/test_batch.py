@@ -216,7 +216,7 @@ def test_block_by_block_output_gets_the_classical_estimate_the_check_fell_back_t
     blocks: tests/test_holdout.py)."""
     import dataclasses
 
-    from siamdecon import holdout
+    from siamdecon import batch, holdout
     from siamdecon.psf import normalize_psf
 
     original = holdout.check
@@ -230,8 +230,12 @@ def test_block_by_block_output_gets_the_classical_estimate_the_check_fell_back_t
         return reports[-1]
 
     monkeypatch.setattr(holdout, "check", choose)
+    # Fallback blocks of one margin (a PSF size twice) rather than four: four blocks of 12x32x32
+    # with their margins cover this small volume, rather than one.
+    monkeypatch.setattr(batch, "FALLBACK_BLOCK", 1)
+    assert batch._fallback_block_shape((12, 32, 32), (5, 7, 7), (12, 64, 48)) == (12, 32, 32)
     d = zarr_volume
-    # Tiles of 32: blocks of 12x32x32, so that four blocks and their margins cover the volume.
+    # Tiles of 32: prediction blocks of 12x32x32.
     make_config("fast", 3, tile_size=32, tile_overlap=8, context=8).save(d / "c.yaml")
     args = ["deconvolve", str(d / "vol.zarr"), "--psf", str(d / "psf3.npy"), "--steps", "1", "--prior", "none"]
     args += ["--check", "--config", str(d / "c.yaml"), "--save-model", str(d / "m.pt"), "-o", str(d / "out.zarr")]
@@ -249,6 +253,16 @@ def test_block_by_block_output_gets_the_classical_estimate_the_check_fell_back_t
 
     network = Deconvolver.load(d / "m.pt").predict(volume)
     assert np.abs(out - network).max() > 0.1 * whole.std()
+
+
+def test_fallback_blocks_are_whole_prediction_blocks_of_at_least_four_margins():
+    from siamdecon.batch import FALLBACK_BLOCK, FALLBACK_MARGIN, _fallback_block_shape
+
+    assert FALLBACK_BLOCK == 4 and FALLBACK_MARGIN == 2
+    # A widefield PSF 23x49x49: margins 44x96x96 voxels; blocks of 96 grow to 4 margins (384), in
+    # whole blocks, and stop at the volume.
+    assert _fallback_block_shape((64, 96, 96), (23, 49, 49), (64, 1000, 300)) == (64, 384, 300)
+    assert _fallback_block_shape((512, 512), (9, 9), (4096, 4096)) == (512, 512)
 
 
 def test_zarr_missing_chunks_gives_an_error_and_no_output(zarr_volume):

@@ -789,6 +789,9 @@ def _job_classical(report: Any, volume: np.ndarray, kernel: np.ndarray, device: 
 #: estimate of a check's fallback is computed: the block's values then follow the whole volume's
 #: (Lucy-Richardson and Spitfire couple voxels further than one PSF, but weakly beyond two).
 FALLBACK_MARGIN = 2
+#: A fallback's blocks span at least this many margins per axis (the margins then cost at most
+#: (1 + 2 / FALLBACK_BLOCK) ** ndim times the block's own work).
+FALLBACK_BLOCK = 4
 
 
 def _job_block(
@@ -827,6 +830,16 @@ def _job_block(
     writer.array()[index] = values
     writer.mark_done(block)
     return None
+
+
+def _fallback_block_shape(block: Sequence[int], psf_shape: Sequence[int], shape: Sequence[int]) -> tuple[int, ...]:
+    """Blocks for a classical fallback: whole prediction blocks (so whole output chunks), at least
+    :data:`FALLBACK_BLOCK` margins per axis, so that the margins add at most half a block per axis."""
+    out = []
+    for b, k, n in zip(block, psf_shape, shape, strict=True):
+        want = FALLBACK_BLOCK * FALLBACK_MARGIN * (int(k) - 1)
+        out.append(min(int(n), int(b) * max(1, -(-want // int(b)))))
+    return tuple(out)
 
 
 def _with_margin(region: tuple[slice, ...], margin: Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
@@ -1268,11 +1281,20 @@ def _predict_lazy(
         done = set()
         result = np.zeros(stack.shape, dtype=np.float32)
     jobs = []
-    ranges: dict[tuple[int, int], tuple[float, float]] = {}
     for t, c in stack.units():
         model = ex.put(model_for(t, c))
-        for i, region in enumerate(iter_blocks(stack.spatial_shape, block)):
-            name = f"t{t}-c{c}-b{i}"
+        report = _report_for(checks or {}, t, c)
+        refine = (report.lr_steps, float(report.noise.offset)) if report is not None and report.lr_steps else None
+        fallback = None
+        blocks, prefix = block, "b"
+        if report is not None and report.fell_back:
+            from .data import array_statistics
+
+            stats = array_statistics([stack.volume(t, c)])
+            fallback = (report, (tuple(stack.spatial_shape), (stats.minimum, stats.maximum)))
+            blocks, prefix = _fallback_block_shape(block, model_for(t, c).psf.shape, stack.spatial_shape), "f"
+        for i, region in enumerate(iter_blocks(stack.spatial_shape, blocks)):
+            name = f"t{t}-c{c}-{prefix}{i}"
             if name in done:
                 continue
             index = None
@@ -1280,16 +1302,6 @@ def _predict_lazy(
                 by_axis = dict(zip(stack.spatial, region, strict=True))
                 index = tuple(t if a == "T" else c if a == "C" else by_axis[a] for a in out_axes)
             sc = scaling[c] if scaling is not None else None
-            report = _report_for(checks or {}, t, c)
-            refine = (report.lr_steps, float(report.noise.offset)) if report is not None and report.lr_steps else None
-            fallback = None
-            if report is not None and report.fell_back:
-                if (t, c) not in ranges:
-                    from .data import array_statistics
-
-                    stats = array_statistics([stack.volume(t, c)])
-                    ranges[(t, c)] = (stats.minimum, stats.maximum)
-                fallback = (report, (tuple(stack.spatial_shape), ranges[(t, c)]))
             jobs.append(
                 (
                     (t, c, region),

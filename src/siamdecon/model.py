@@ -204,7 +204,9 @@ class Deconvolver:
         if not psf_is_dihedral(self.psf):
             warnings.warn(
                 "test-time augmentation skipped: the PSF is not symmetric under 90-degree rotations and flips"
-                " in the xy plane, and this network applies the PSF to the rotated tile",
+                " in the xy plane, and this network knows it in one orientation only (the fast preset's"
+                " generic start, which sees the PSF through Lucy-Richardson inputs that rotate with the tile,"
+                " is averaged for any PSF)",
                 stacklevel=3,
             )
             return fn, dev
