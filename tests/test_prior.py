@@ -403,10 +403,11 @@ def test_cli_pretrains_a_generic_prior_and_refuses_unclear_requests(tmp_path):
     res = runner.invoke(
         app,
         ["pretrain", "--generic", "--ndim", "2", "--steps", "3", "--images", "3", "--psfs", "2"]
-        + ["--init", str(tmp_path / "g.pt"), "--seed", "1", "-o", str(tmp_path / "g1.pt")],
+        + ["--init", str(tmp_path / "g.pt"), "--seed", "1", "--lr", "5e-4", "-o", str(tmp_path / "g1.pt")],
     )
     assert res.exit_code == 0, res.output
     continued = Prior.load(tmp_path / "g1.pt")
+    assert continued.settings.lr == 5e-4
     assert continued.info["steps"] == 3 and continued.info["steps_before"] == 2
     assert continued.info["init"] == "g.pt" and continued.settings.seed == 1
     res = runner.invoke(

@@ -1091,6 +1091,9 @@ def pretrain(
         None, "--images", min=1, help="Synthetic images or volumes (default 600 in 2D, 150 in 3D; --generic 800, 80)."
     ),
     seed: int | None = _SEED,
+    lr: float | None = typer.Option(
+        None, "--lr", min=1e-8, help="Peak learning rate of the cosine schedule (default 2e-3)."
+    ),
     init: Path | None = typer.Option(
         None,
         "--init",
@@ -1125,7 +1128,7 @@ def pretrain(
     _check_model_output(out)
     kernel = load_psf(psf) if psf is not None else None
     nd = ndim if kernel is None else kernel.ndim
-    settings = default_pretrain_config(nd, generic=generic, steps=steps, images=images, seed=seed, psfs=psfs)
+    settings = default_pretrain_config(nd, generic=generic, steps=steps, images=images, seed=seed, psfs=psfs, lr=lr)
     start_from = Prior.load(_prior_file(init)) if init is not None else None
     if start_from is not None and generic and start_from.generic and start_from.settings.seed == settings.seed:
         raise ConfigError(
