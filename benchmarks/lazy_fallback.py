@@ -1,6 +1,6 @@
 """The check's fallback on a volume read block by block (OME-Zarr) against the same volume in memory.
 
-    python benchmarks/lazy_fallback.py [--case 3d-confocal/membranes] [--shape 32,256,256]
+    python benchmarks/lazy_fallback.py [--case 3d-confocal/membranes] [--shape 24,192,192]
                                        [--chunks 16,48,48] [--method spitfire]
                                        [--out docs/performance/lazy_fallback.jsonl]
 
@@ -35,7 +35,7 @@ from siamdecon.stack import read_provenance, read_stack
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", default="3d-confocal/membranes")
-    ap.add_argument("--shape", default="32,256,256")
+    ap.add_argument("--shape", default="24,192,192")
     ap.add_argument("--chunks", default="16,48,48", help="the store's chunks (z,y,x)")
     ap.add_argument("--method", default="spitfire", choices=("spitfire", "lucy-richardson"))
     ap.add_argument("--out", default="docs/performance/lazy_fallback.jsonl")
