@@ -351,6 +351,18 @@ def _padded_voxels(shape: tuple[int, ...]) -> int:
     return math.prod(n + 2 * pad for n in shape)
 
 
+def _spitfire_as_part(
+    shape: tuple[int, ...], whole_shape: tuple[int, ...], value_range: tuple[float, float] | None, offset: float
+) -> dict[str, Any]:
+    """Spitfire's arguments that make it solve an image of ``shape`` as its part of an image of
+    ``whole_shape`` and raw ``value_range`` (``None``: its own), on offset-subtracted data: Adam's
+    epsilon scaled by the padded voxel counts, and the whole image's range as its normalization."""
+    extra: dict[str, Any] = {"adam_eps": SPITFIRE_ADAM_EPS * _padded_voxels(tuple(whole_shape)) / _padded_voxels(shape)}
+    if value_range is not None and value_range[1] > value_range[0]:
+        extra["value_range"] = (float(value_range[0]) - offset, float(value_range[1]) - offset)
+    return extra
+
+
 def _lr_data(image: np.ndarray, offset: float) -> np.ndarray:
     return np.clip(np.asarray(image, np.float32) - offset, 0.0, None)
 
@@ -376,12 +388,7 @@ def classical_estimate(
     if candidate.name == "spitfire":
         data = np.asarray(image, np.float32) - np.float32(offset)
         reg = float(candidate.params["reg"])
-        extra: dict[str, Any] = {}
-        if part_of is not None:
-            shape, (low, high) = part_of
-            extra["adam_eps"] = SPITFIRE_ADAM_EPS * _padded_voxels(tuple(shape)) / _padded_voxels(data.shape)
-            if high > low:
-                extra["value_range"] = (float(low) - float(offset), float(high) - float(offset))
+        extra = _spitfire_as_part(data.shape, *part_of, float(offset)) if part_of is not None else {}
         est = spitfire(data, psf, reg=reg, pad=_spitfire_pad(data.shape), device=device, **extra)
         return est + np.float32(offset)
     raise ValueError(f"not a classical candidate: {candidate.name!r}")
@@ -565,10 +572,7 @@ def check(
             classical.append(Candidate("lucy-richardson", {"iterations": n}, 0.0, _score(pred, y, held, weights)))
     if spitfire_regs:
         data = y_out - np.float32(noise.offset)
-        eps = SPITFIRE_ADAM_EPS * _padded_voxels(whole_shape) / _padded_voxels(y.shape)
-        value_range = None
-        if spitfire_range is not None and spitfire_range[1] > spitfire_range[0]:
-            value_range = (spitfire_range[0] - float(noise.offset), spitfire_range[1] - float(noise.offset))
+        as_part = _spitfire_as_part(y.shape, whole_shape, spitfire_range, float(noise.offset))
         for reg in spitfire_regs:
             say(f"check: Spitfire reg {reg:g}")
             est = spitfire(
@@ -577,8 +581,7 @@ def check(
                 reg=float(reg),
                 pad=_spitfire_pad(data.shape),
                 weights=data_weights,
-                value_range=value_range,
-                adam_eps=eps,
+                **as_part,
                 device=device,
             )
             pred = reconvolve(est + np.float32(noise.offset), op)
