@@ -61,6 +61,7 @@ def main() -> None:
                 "fallback_seconds": round(fallback_s, 1),
                 "total_seconds": round(fit_s + predict_s + check_s + fallback_s, 1),
                 "winner": report.winner.label,
+                "step_z": round(report.step_z, 1),
                 "psnr_input": score(case.noisy),
                 "psnr_network": score(net),
                 "psnr_written": score(written),

@@ -341,6 +341,25 @@ def test_the_check_writes_the_network_after_a_lucy_richardson_step_when_that_pre
         check(lambda masked: bright, noisy, psf, step_margin=1.0, **kwargs)
 
 
+def test_a_step_that_fixes_a_few_pixels_is_not_written_when_it_makes_most_no_better():
+    # A network right everywhere but in a small box, twice too bright there: one step fixes the
+    # box, which lowers the mean held-out error by far more than the margin, while the other
+    # pixels gain nothing. The mean alone would write the step; the sign test does not.
+    truth, noisy, psf, noise = _camera_case()
+    est = truth.copy()
+    est[40:50, 40:50] = 100.0 + 2.0 * (truth[40:50, 40:50] - 100.0)
+    kwargs = dict(noise=noise, folds=4, mask_fraction=0.02, spitfire_regs=(0.99,))
+    report = check(lambda masked: est, noisy, psf, **kwargs)
+    raw, refined = report.networks
+    assert refined.error < 0.95 * raw.error
+    assert abs(report.step_z) < 2.0 and report.lr_steps == 0 and report.network is raw
+    assert report.to_dict()["step_z"] == pytest.approx(report.step_z, abs=1e-3)
+    # Where the step makes most pixels better (a network too bright everywhere) it is written.
+    bright = 100.0 + 1.3 * (truth - 100.0)
+    everywhere = check(lambda masked: bright, noisy, psf, **kwargs)
+    assert everywhere.step_z > 2.0 and everywhere.lr_steps == 1
+
+
 def test_output_writes_the_network_as_is_or_the_fallback():
     truth, noisy, psf, noise = _camera_case()
     kwargs = dict(noise=noise, folds=4, mask_fraction=0.02, spitfire_regs=(0.99,), refine=False)
