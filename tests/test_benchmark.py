@@ -107,3 +107,25 @@ def test_benchmark_command(tmp_path):
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["benchmark", "-o", str(tmp_path / "x"), "--shape-3d", "1,2", "-q"])
     assert res.exit_code == 2 and "shape-3d" in res.output
+
+
+def test_default_is_scored_as_deconvolve_writes_it(tmp_path):
+    settings = _settings(images_2d=["camera"], crop=64, volumes_3d=0, methods=["default"])
+    run_benchmark(tmp_path, settings, progress=False)
+    entries = json.loads((tmp_path / "results.json").read_text())["entries"]
+    checked, network = entries["2d/camera/default"], entries["2d/camera/default-network"]
+    assert checked["check_winner"] and checked["check"]
+    assert network["method"] == "default-network" and "check" not in network
+    if checked["check_winner"] == "network":
+        assert checked["psnr"] == network["psnr"]
+    else:
+        assert checked["psnr"] != network["psnr"]
+    text = write_report(tmp_path).read_text()
+    assert "| default-network |" in text and "before the check" in text
+    # An entry from before the check was part of `default` is computed again on resume.
+    data = json.loads((tmp_path / "results.json").read_text())
+    del data["entries"]["2d/camera/default"]["check"]
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    seen = []
+    run_benchmark(tmp_path, settings, progress=False, on_entry=lambda k, e: seen.append(k))
+    assert seen == ["2d/camera/default"]

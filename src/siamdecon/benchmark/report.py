@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_path
-from .runner import LR_ITERATIONS, NETWORK_METHODS, load_results
+from .runner import DERIVED_METHODS, LR_ITERATIONS, NETWORK_METHODS, load_results
 
 __all__ = ["summarize", "write_report", "PAPER_RESULTS"]
 
@@ -68,7 +68,7 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]
 
 
 def _order(methods: list[str]) -> list[str]:
-    fixed = ["input", *[f"lr-{n}" for n in LR_ITERATIONS], "lr-best", *NETWORK_METHODS]
+    fixed = ["input", *[f"lr-{n}" for n in LR_ITERATIONS], "lr-best", *NETWORK_METHODS, *DERIVED_METHODS]
     return [m for m in fixed if m in methods] + sorted(m for m in methods if m not in fixed)
 
 
@@ -95,7 +95,8 @@ def _mean_table(suite: str, summary: dict[str, dict[str, float]]) -> list[str]:
 
 def _per_image_table(results: dict[str, Any], suite: str) -> list[str]:
     cases = {k: v for k, v in _by_case(results["entries"]).items() if k.startswith(suite + "/")}
-    methods = ["input", "lr-best", *[m for m in NETWORK_METHODS if any(m in v for v in cases.values())]]
+    names = (*NETWORK_METHODS, *DERIVED_METHODS)
+    methods = ["input", "lr-best", *[m for m in names if any(m in v for v in cases.values())]]
     lines = ["| image | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for case, entries in cases.items():
         lrs = [e for m, e in entries.items() if m.startswith("lr-")]
@@ -238,6 +239,13 @@ def write_report(out_dir: str | Path, fft_rows: list[dict[str, Any]] | None = No
         " as in the paper).",
         "",
     ]
+    if any(e.get("method") == "default-network" for e in results["entries"].values()):
+        lines += [
+            "`default` is what `siamdecon deconvolve` writes: the network after the held-out check (kept as"
+            " is, after one Lucy-Richardson step, or replaced by a classical estimate); `default-network` is"
+            " the same network's result before the check.",
+            "",
+        ]
     for suite in ("2d", "3d"):
         if suite not in summary:
             continue

@@ -33,6 +33,9 @@ NETWORK_METHODS: dict[str, tuple[str | None, float, str]] = {
     "siamese-deconvolved+b0.1": ("siamese-deconvolved", 0.1, "none"),
     "default": (None, 0.0, "preset"),
 }
+#: Methods whose entries a run of another method writes: ``default`` keeps its network's result
+#: before the held-out check under this name.
+DERIVED_METHODS: tuple[str, ...] = ("default-network",)
 _HISTORY_POINTS = 100
 
 
@@ -171,7 +174,9 @@ def run_benchmark(
                     record(keys[-1], entries[keys[-1]])
             else:
                 key = f"{case.key}/{method}"
-                if key not in entries:
+                # A `default` entry without the check's verdict predates the check in this benchmark.
+                stale = method == "default" and key in entries and "check" not in entries[key]
+                if key not in entries or stale:
                     loss, bound, prior = NETWORK_METHODS[method]
                     ndim = case.clean.ndim
                     cfg = make_config(
@@ -192,21 +197,34 @@ def run_benchmark(
                     t = time.perf_counter()
                     estimate = model.predict(case.noisy)
                     infer_s = time.perf_counter() - t
+                    entry = {
+                        "method": method,
+                        "loss": cfg.prior.fine_tune_loss if model.prior else cfg.loss.label,
+                        "prior": model.prior,
+                        "boundary_weight": bound,
+                        **evaluate(estimate, case.clean),
+                        "train_seconds": train_s,
+                        "inference_seconds": infer_s,
+                        "steps": len(model.history),
+                        "history": _thin(model.history),
+                    }
+                    if method == "default":
+                        # As `deconvolve` writes it: after the held-out check (the network as is or
+                        # after its Lucy-Richardson step, or a classical fallback); the network
+                        # alone is kept beside it as `default-network`.
+                        entries[f"{case.key}/default-network"] = {**entry, "method": "default-network"}
+                        keep(case, "default-network", estimate)
+                        t = time.perf_counter()
+                        report = model.check(case.noisy, device=device)
+                        estimate = report.output(case.noisy, model.psf, estimate)
+                        entry.update(
+                            evaluate(estimate, case.clean),
+                            check=report.summary(),
+                            check_winner=report.winner.label,
+                            check_seconds=time.perf_counter() - t,
+                        )
                     keep(case, method, estimate)
-                    record(
-                        key,
-                        {
-                            "method": method,
-                            "loss": cfg.prior.fine_tune_loss if model.prior else cfg.loss.label,
-                            "prior": model.prior,
-                            "boundary_weight": bound,
-                            **evaluate(estimate, case.clean),
-                            "train_seconds": train_s,
-                            "inference_seconds": infer_s,
-                            "steps": len(model.history),
-                            "history": _thin(model.history),
-                        },
-                    )
+                    record(key, entry)
             bar.update(1)
     finally:
         bar.close()
