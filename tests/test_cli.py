@@ -235,7 +235,7 @@ def test_demo_runs_on_a_small_crop(tmp_path):
     rows = json.loads((tmp_path / "demo" / "results.json").read_text())["rows"]
     assert len(rows) == 3
     # It says which prior ran and how many steps fine-tuned it, in a table whose columns line up.
-    assert rows[2]["method"].startswith("siamdecon (prior fast-2d-generic.pt + 2 fine-tuning steps")
+    assert rows[2]["method"].startswith("siamdecon (prior fast-2d-generic-paper-psf.pt + 2 fine-tuning steps")
     lines = res.output.splitlines()
     table = lines[lines.index(next(x for x in lines if x.startswith("method"))) :][:5]
     assert len({len(x) for x in table}) == 1, table

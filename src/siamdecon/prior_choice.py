@@ -58,8 +58,9 @@ def _load_shipped(path: Path) -> Prior:
 #: dimensionality (docs/benchmark-microscopy.md, docs/priors.md). The generic 2D prior is used as
 #: it is: 200 blind-spot steps on the image lowered it on 6 of 8 quick microscopy cases (by
 #: 0.14-0.92 dB; at 512^2 on 6 of 8), though they raise it on the paper's suite of natural images
-#: (+0.36 dB), and held-out pixels cannot tell which (docs/priors.md). A prior made for the image's
-#: PSF (used when the user's start is its start): in 2D 200 steps (batch 16) added about 0.27 dB
+#: (+0.36 dB), and held-out pixels cannot tell which (docs/priors.md); a generic prior specialized
+#: to one PSF (fast-2d-generic-paper-psf.pt) counts as generic. A prior of another start made for
+#: the image's PSF (used when the user's start is its start): in 2D 200 steps (batch 16) added about 0.27 dB
 #: on the paper's suite; in 3D they lost 1.3 dB. A 3D prior the user gives is fine-tuned: nothing measured
 #: says it fits the data as it is.
 FINE_TUNE_STEPS = {"generic": {2: 0, 3: 200}, "this-psf": {2: 200, 3: 0}, "other": {2: 200, 3: 200}}
@@ -95,9 +96,13 @@ def config_for_psf(config: Config, psf: np.ndarray) -> Config:
     if config.prior.fine_tune_steps is not None:
         return config
     prior = resolve_prior(config.prior.source, psf, config)
-    kind = (
-        "other" if prior is None else "generic" if prior.generic else "this-psf" if prior.matches_psf(psf) else "other"
-    )
+    if prior is None:
+        kind = "other"
+    elif prior.generic or prior.start.kind == "generic":
+        # A generic prior specialized to one PSF (`pretrain --psf --init`) runs as generic ones do.
+        kind = "generic"
+    else:
+        kind = "this-psf" if prior.matches_psf(psf) else "other"
     steps = FINE_TUNE_STEPS[kind][config.ndim]
     return config.model_copy(update={"prior": config.prior.model_copy(update={"fine_tune_steps": steps})})
 
