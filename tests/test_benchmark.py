@@ -54,6 +54,12 @@ def test_tiny_benchmark_end_to_end_and_resume(tmp_path):
     assert not (tmp_path / "figures" / "2d_coins.png").exists()
     assert (tmp_path / "figures" / "3d_filaments0.png").exists()
     assert (tmp_path / "figures" / "training_curve.png").exists()
+    # Without the kept arrays (removed to keep a report folder small) the figures made stay listed.
+    import shutil
+
+    shutil.rmtree(tmp_path / "outputs")
+    again = write_report(tmp_path).read_text()
+    assert "figures/2d_camera.png" in again and "figures/3d_filaments0.png" in again
 
 
 def test_resume_refuses_other_settings(tmp_path):
@@ -121,7 +127,9 @@ def test_default_is_scored_as_deconvolve_writes_it(tmp_path):
     else:
         assert checked["psnr"] != network["psnr"]
     text = write_report(tmp_path).read_text()
-    assert "| default-network |" in text and "before the check" in text
+    assert "| default-network |" in text and "before the check" in text and "| check s |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| default |"))
+    assert row.rstrip(" |").split("|")[-1].strip() == f"{checked['check_seconds']:.1f}"
     # An entry from before the check was part of `default` is computed again on resume.
     data = json.loads((tmp_path / "results.json").read_text())
     del data["entries"]["2d/camera/default"]["check"]

@@ -59,7 +59,7 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]
         out[suite] = {}
         for m, rows in methods.items():
             agg: dict[str, float] = {"n": len(rows)}
-            for k in (*_METRICS, "train_seconds", "inference_seconds", "iterations"):
+            for k in (*_METRICS, "train_seconds", "inference_seconds", "check_seconds", "iterations"):
                 vals = [r[k] for r in rows if k in r and r[k] is not None]
                 if vals:
                     agg[k] = float(np.mean(vals))
@@ -78,9 +78,13 @@ def _fmt(v: Any, digits: int) -> str:
 
 def _mean_table(suite: str, summary: dict[str, dict[str, float]]) -> list[str]:
     cols = ["psnr", "ssim", "rmse"] + (["mi", "smi"] if suite == "2d" else [])
+    checked = any("check_seconds" in a for a in summary.values())
     lines = [
-        "| method | n | " + " | ".join(c.upper() for c in cols) + " | train s | infer s |",
-        "|---" * (len(cols) + 4) + "|",
+        "| method | n | "
+        + " | ".join(c.upper() for c in cols)
+        + " | train s | infer s |"
+        + (" check s |" if checked else ""),
+        "|---" * (len(cols) + 4 + checked) + "|",
     ]
     for m in _order(list(summary)):
         a = summary[m]
@@ -89,6 +93,7 @@ def _mean_table(suite: str, summary: dict[str, dict[str, float]]) -> list[str]:
             f"| {label} | {a['n']} | "
             + " | ".join(_fmt(a.get(c), 2 if c == "psnr" else 3) for c in cols)
             + f" | {_fmt(a.get('train_seconds'), 1)} | {_fmt(a.get('inference_seconds'), 2)} |"
+            + (f" {_fmt(a.get('check_seconds'), 1)} |" if checked else "")
         )
     return lines
 
@@ -188,6 +193,9 @@ def _figures(out: Path, results: dict[str, Any]) -> list[str]:
                     fig.savefig(tmp, dpi=90, format="png")
                 plt.close(fig)
                 made.append(f"figures/{name}")
+    else:
+        # The kept arrays were removed (to keep a report small) after their figures were made.
+        made += [f"figures/{f.name}" for f in sorted(figdir.glob("*_*.png")) if f.name != "training_curve.png"]
     # Training curve of one run: the first network entry that kept a history.
     for key, entry in results["entries"].items():
         hist = entry.get("history")
