@@ -137,3 +137,13 @@ def test_default_is_scored_as_deconvolve_writes_it(tmp_path):
     seen = []
     run_benchmark(tmp_path, settings, progress=False, on_entry=lambda k, e: seen.append(k))
     assert seen == ["2d/camera/default"]
+
+
+def test_the_paper_presets_default_is_not_checked_as_deconvolve_does_not_check_it(tmp_path):
+    settings = _settings(images_2d=["camera"], crop=48, volumes_3d=0, methods=["default"], preset="paper", steps=1)
+    run_benchmark(tmp_path, settings, progress=False)
+    entries = json.loads((tmp_path / "results.json").read_text())["entries"]
+    assert "check" not in entries["2d/camera/default"] and "2d/camera/default-network" not in entries
+    seen = []
+    run_benchmark(tmp_path, settings, progress=False, on_entry=lambda k, e: seen.append(k))
+    assert seen == []
