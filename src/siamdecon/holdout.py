@@ -497,8 +497,9 @@ def check(
         :meth:`CheckReport.output` writes what stands. The step corrects local errors of
         intensity that the blurred domain sees; where the image is noisy it also adds noise, which
         the blurred domain hides, and a lower mean error alone does not show that it helps: on
-        the paper's 2D noise it is lower by 1-3 % on images the step makes 0.2-3.3 dB worse, at
-        fewer than half of the pixels (``docs/holdout.md``).
+        the paper's 2D noise it was lower by 1-3 % on images the step made 0.2-3.3 dB worse, and
+        on the worst of them the step was better at far fewer than half of the pixels
+        (``docs/holdout.md``).
     step_margin : float
         The step stands for the network only when its mean held-out error is also lower than the
         estimate as is by more than this fraction (default :data:`STEP_MARGIN`).
