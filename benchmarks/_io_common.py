@@ -1,4 +1,4 @@
-"""Helpers of the I/O benchmarks: run a command and measure its wall time and peak memory."""
+"""Helpers of the benchmarks: run a command and measure its wall time and peak memory; JSON-lines logs."""
 
 from __future__ import annotations
 
@@ -74,6 +74,14 @@ def save(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def emit(path: Path, row: dict) -> None:
+    """Print ``row`` as one JSON line and append it to the JSON-lines file ``path``."""
+    line = json.dumps(row)
+    print(line, flush=True)
+    with path.open("a") as f:
+        f.write(line + "\n")
 
 
 def make_folder(work: Path, files: int, side: int) -> Path:

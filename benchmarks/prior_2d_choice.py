@@ -21,12 +21,12 @@ paper-PSF prior only where the case has the paper's PSF). One JSON line per imag
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _io_common import emit
 from siamdecon import Deconvolver, evaluate, make_config, richardson_lucy_series
 from siamdecon.benchmark import suite_2d
 from siamdecon.benchmark.microscopy import microscopy_cases
@@ -67,11 +67,6 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    def emit(row: dict) -> None:
-        print(json.dumps(row), flush=True)
-        with out.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-
     summary: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     suites = args.suites.split(",")
     for c in suite_2d(args.images.split(","), args.crop) if "paper" in suites else ():
@@ -83,6 +78,7 @@ def main() -> None:
             m = evaluate(est, c.clean)
             summary.setdefault(("paper", v), []).append((m["psnr"], m["ssim"], sec))
             emit(
+                out,
                 {
                     "suite": "paper",
                     "image": c.name,
@@ -92,7 +88,7 @@ def main() -> None:
                     "ssim": round(m["ssim"], 4),
                     "lr_best_psnr": round(lr["psnr"], 3),
                     "seconds": round(sec, 1),
-                }
+                },
             )
     micro = microscopy_cases(quick=True, patterns=["2d-*"], shapes={2: (args.micro_size,) * 2})
     for case in micro if "microscopy" in suites else ():
@@ -103,6 +99,7 @@ def main() -> None:
             m = evaluate(case.to_truth(est), case.clean)  # as the suite scores it
             summary.setdefault(("microscopy", v), []).append((m["psnr"], m["ssim"], sec))
             emit(
+                out,
                 {
                     "suite": "microscopy",
                     "size": args.micro_size,
@@ -112,11 +109,12 @@ def main() -> None:
                     "psnr": round(m["psnr"], 3),
                     "ssim": round(m["ssim"], 4),
                     "seconds": round(sec, 1),
-                }
+                },
             )
     for (suite, v), rows in summary.items():
         a = np.array(rows)
         emit(
+            out,
             {
                 "suite": suite,
                 "variant": v,
@@ -124,7 +122,7 @@ def main() -> None:
                 "mean_psnr": round(float(a[:, 0].mean()), 3),
                 "mean_ssim": round(float(a[:, 1].mean()), 4),
                 "mean_seconds": round(float(a[:, 2].mean()), 1),
-            }
+            },
         )
 
 

@@ -17,11 +17,11 @@ one summary line per suite and prior.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
+from _io_common import emit
 from siamdecon import Deconvolver, evaluate, make_config, richardson_lucy_series
 from siamdecon.benchmark import suite_2d
 from siamdecon.benchmark.microscopy import microscopy_cases
@@ -47,11 +47,6 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    def emit(row: dict) -> None:
-        print(json.dumps(row), flush=True)
-        with out.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-
     summary: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for c in suite_2d():
         series = richardson_lucy_series(c.noisy, c.psf, (1, 2, 3, 5, 10, 20))
@@ -60,16 +55,16 @@ def main() -> None:
         for name, src in priors.items():
             r = _scores(src, c.noisy, c.psf, lambda e, c=c: evaluate(e, c.clean)["psnr"])
             summary.setdefault(("paper", name), []).append((r["as_is"], r["checked"]))
-            emit({"suite": "paper", "image": c.name, "prior": name, **r, "lr_best": round(lr, 3)})
+            emit(out, {"suite": "paper", "image": c.name, "prior": name, **r, "lr_best": round(lr, 3)})
     for size in (128, 256, 512):
         for case in microscopy_cases(quick=True, patterns=["2d-paper/*"], shapes={2: (size, size)}):
             for name, src in priors.items():
                 r = _scores(src, case.noisy, case.psf, lambda e, c=case: evaluate(c.to_truth(e), c.clean)["psnr"])
                 summary.setdefault((f"nuclei-{size}", name), []).append((r["as_is"], r["checked"]))
-                emit({"suite": "microscopy", "image": case.key, "size": size, "prior": name, **r})
+                emit(out, {"suite": "microscopy", "image": case.key, "size": size, "prior": name, **r})
     for (suite, name), rows in summary.items():
         a = np.array(rows)
-        emit({"suite": suite, "prior": name, "n": len(rows), "as_is": round(float(a[:, 0].mean()), 3),
+        emit(out, {"suite": suite, "prior": name, "n": len(rows), "as_is": round(float(a[:, 0].mean()), 3),
               "checked": round(float(a[:, 1].mean()), 3)})  # fmt: skip
 
 
