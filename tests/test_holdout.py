@@ -131,6 +131,19 @@ def test_check_keeps_a_network_that_knows_the_object():
         report.estimate(noisy, psf)
 
 
+def test_every_candidates_errors_are_its_held_out_predictions_against_the_data():
+    truth, noisy, psf, noise = _camera_case()
+    report = check(lambda masked: truth, noisy, psf, noise=noise, folds=2, mask_fraction=0.02, spitfire_regs=(0.99,))
+    assert report.observed.shape == (report.pixels,) == report.observed_weights.shape
+    # The truth's reconvolution, read at the held-out pixels, is the network's prediction there.
+    blurred = reconvolve(truth, psf)
+    assert np.isin(report.networks[0].predictions, blurred).all()
+    for c in (*report.networks, *report.classical):
+        expected = (c.predictions.astype(np.float64) - report.observed) ** 2 * report.observed_weights
+        np.testing.assert_allclose(c.errors, expected, rtol=1e-5)
+        assert c.error == pytest.approx(float(expected.mean()), rel=1e-5)
+
+
 def test_check_replaces_a_network_that_does_not_deconvolve():
     truth, noisy, psf, noise = _camera_case()
     # "Deconvolution" that returns its (masked) input: reblurred, it is blurred twice.

@@ -102,12 +102,15 @@ class Candidate:
     errors : np.ndarray
         The per-pixel errors behind ``error`` (held-out pixels in a fixed order), for paired
         comparisons.
+    predictions : np.ndarray or None
+        What the estimate predicts at those pixels (``P d`` there, recorded units, same order).
     """
 
     name: str
     params: dict[str, Any]
     error: float
     errors: np.ndarray = field(repr=False)
+    predictions: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -159,6 +162,10 @@ class CheckReport:
         Sign test over the held-out pixels of "the estimate as is has the larger error than after
         the step", as a z-score (positive: the step predicts most pixels better); 0 when the step
         was not scored.
+    observed : np.ndarray or None
+        The recorded values at the held-out pixels (the order of every candidate's ``errors``).
+    observed_weights : np.ndarray or None
+        The inverse noise variances that weigh the errors there.
     """
 
     network: Candidate
@@ -172,6 +179,8 @@ class CheckReport:
     context: tuple[slice, ...] = ()
     networks: list[Candidate] = field(default_factory=list)
     step_z: float = 0.0
+    observed: np.ndarray | None = field(default=None, repr=False)
+    observed_weights: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def fell_back(self) -> bool:
@@ -402,8 +411,12 @@ def classical_estimate(
     raise ValueError(f"not a classical candidate: {candidate.name!r}")
 
 
-def _score(prediction: np.ndarray, image: np.ndarray, where: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return ((prediction[where] - image[where]) ** 2 * weights[where]).astype(np.float64)
+def _candidate(
+    name: str, params: dict[str, Any], prediction: np.ndarray, image: np.ndarray, where: np.ndarray, weights: np.ndarray
+) -> Candidate:
+    at = prediction[where].astype(np.float32)
+    errors = ((at - image[where]) ** 2 * weights[where]).astype(np.float64)
+    return Candidate(name, params, float(errors.mean()), errors, at)
 
 
 def _paired_z(a: np.ndarray, b: np.ndarray) -> float:
@@ -581,7 +594,7 @@ def check(
         )
         for n in counts:
             pred = reconvolve(series[n] + np.float32(noise.offset), op)
-            classical.append(Candidate("lucy-richardson", {"iterations": n}, 0.0, _score(pred, y, held, weights)))
+            classical.append(_candidate("lucy-richardson", {"iterations": n}, pred, y, held, weights))
     if spitfire_regs:
         data = y_out - np.float32(noise.offset)
         as_part = _spitfire_as_part(y.shape, whole_shape, spitfire_range, float(noise.offset))
@@ -597,12 +610,10 @@ def check(
                 device=device,
             )
             pred = reconvolve(est + np.float32(noise.offset), op)
-            classical.append(Candidate("spitfire", {"reg": float(reg)}, 0.0, _score(pred, y, held, weights)))
-    networks = [Candidate("network", {}, 0.0, _score(net_pred, y, held, weights))]
+            classical.append(_candidate("spitfire", {"reg": float(reg)}, pred, y, held, weights))
+    networks = [_candidate("network", {}, net_pred, y, held, weights)]
     if refined_pred is not None:
-        networks.append(Candidate("network", {"lr_steps": 1}, 0.0, _score(refined_pred, y, held, weights)))
-    for c in (*networks, *classical):
-        c.error = float(c.errors.mean())
+        networks.append(_candidate("network", {"lr_steps": 1}, refined_pred, y, held, weights))
     network = networks[0]
     step_z = 0.0
     if len(networks) > 1:
@@ -630,6 +641,8 @@ def check(
         context=context,
         networks=networks,
         step_z=step_z,
+        observed=y[held],
+        observed_weights=weights[held],
     )
 
 
