@@ -113,10 +113,53 @@ def test_export_refusals(tmp_path, model_2d):
     assert not (tmp_path / "m.zip").exists()
 
 
-def test_generic_start_is_refused_with_the_way_out(tmp_path, psf2d_module):
-    image = _image(psf2d_module, 48, seed=2)
-    config = make_config("fast", ndim=2, steps=1, prior={"source": "none"}, training={"start": "generic"})
-    path = Deconvolver.fit(image, psf2d_module, config, progress=False).save(tmp_path / "generic.pt")
-    with pytest.raises(Exception, match="training.start is {kind: lucy-richardson}"):
-        export_bmz(path, tmp_path / "g.zip")
-    assert not (tmp_path / "g.zip").exists()
+def _skewed_psf(shape: tuple[int, ...]) -> np.ndarray:
+    """A PSF without the plane's symmetries: a Gaussian with a brighter lobe to one side."""
+    grids = np.meshgrid(*[np.arange(n) - n // 2 for n in shape], indexing="ij")
+    psf = np.exp(-0.5 * sum(g**2 for g in grids) / 1.5**2)
+    psf += 0.4 * np.exp(-0.5 * ((grids[-1] - 2) ** 2 + (grids[-2] - 1) ** 2) / 0.8**2)
+    return (psf / psf.sum()).astype(np.float32)
+
+
+def _camera_image(psf: np.ndarray, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Photon counts with a camera offset of 100 and read noise: what the generic start's camera model is for."""
+    from siamdecon.operators import PSFConvolution
+
+    rng = np.random.default_rng(seed)
+    clean = fluorescence_2d(shape[-1], seed=seed) if len(shape) == 2 else tubes_3d(shape, seed=seed)
+    blurred = PSFConvolution(psf).convolve_numpy(200.0 * clean / clean.max() + 5.0)
+    return (100.0 + rng.poisson(np.clip(blurred, 0, None)) + rng.normal(0, 2.0, blurred.shape)).astype(np.float32)
+
+
+def test_the_fast_defaults_generic_model_exports_and_predicts_as_siamdecon(tmp_path, psf2d_module):
+    """The default model (shipped prior, generic start, TTA) passes test_model and predicts as siamdecon does."""
+    image = _camera_image(psf2d_module, (96, 96), seed=2)
+    model = Deconvolver.fit(image, psf2d_module, make_config("fast", ndim=2), progress=False)
+    assert model.config.training.start.kind == "generic" and model.config.inference.tta
+    result = export_bmz(model, tmp_path / "g.zip", test_image=image, run_test=True)
+    assert result.test_passed, result.test_details
+    assert result.max_difference <= 1e-4 * result.output_range
+    readme = zipfile.ZipFile(tmp_path / "g.zip").read("README.md").decode()
+    assert "camera model of the training image" in readme
+    # Another image, and a PSF without the plane's symmetries (TTA rotates the channels, not the PSF).
+    skewed = _skewed_psf((9, 9))
+    config = make_config("fast", ndim=2, steps=2)
+    other = Deconvolver.fit(_camera_image(skewed, (64, 64), 3), skewed, config, progress=False)
+    new = _camera_image(skewed, (80, 72), 4)
+    with torch.no_grad():
+        got = bmz_network(other)(torch.from_numpy(new)[None, None])[0, 0].numpy()
+    expected = other.predict(new)
+    assert np.abs(got - expected).max() <= 1e-4 * float(np.ptp(expected))
+
+
+def test_a_generic_3d_model_matches_on_another_shape():
+    skewed = _skewed_psf((7, 9, 9))
+    volume = _camera_image(skewed, (16, 32, 32), seed=5)
+    config = make_config("fast", ndim=3, steps=1, prior={"source": "none"})
+    model = Deconvolver.fit(volume, skewed, config, progress=False)
+    assert model.config.training.start.kind == "generic"
+    other = _camera_image(skewed, (13, 36, 28), seed=6)
+    with torch.no_grad():
+        got = bmz_network(model)(torch.from_numpy(other)[None, None])[0, 0].numpy()
+    expected = model.predict(other)
+    assert np.abs(got - expected).max() <= 1e-4 * float(np.ptp(expected))

@@ -94,27 +94,32 @@ def bmz_kwargs(model: Deconvolver) -> dict:
     from .data import psf_is_dihedral
 
     cfg = model.config
-    if cfg.training.start.kind == "generic":
-        raise ConfigError(
-            "this model starts from the generic Lucy-Richardson channels (training.start kind 'generic', the fast"
-            " preset's default), which the BioImage Model Zoo package does not implement yet; to export a model,"
-            " train it with a config whose training.start is {kind: lucy-richardson} ('siamdecon config -o c.yaml',"
-            " edit, then --config c.yaml) or with --preset paper"
-        )
-    return {
+    start = cfg.training.start.kind
+    counts = cfg.training.start.iterations_run() or (1,)
+    norm = model.normalization
+    kwargs = {
         "ndim": cfg.ndim,
         "width": cfg.network.width,
         "levels": cfg.network.levels,
         "skip": cfg.network.skip,
         "norm": cfg.network.norm,
-        "start": cfg.training.start.kind,
-        "iterations": (cfg.training.start.iterations_run() or (1,))[0],
+        "start": start,
+        "iterations": int(counts[0]),
         "psf_shape": [int(s) for s in model.psf.shape],
-        "mean": float(model.normalization.mean),
-        "std": float(model.normalization.std),
-        # Deconvolver.predict averages over rotations only when the PSF has that symmetry.
-        "tta": bool(cfg.inference.tta and psf_is_dihedral(model.psf)),
+        "mean": float(norm.mean),
+        "std": float(norm.std),
+        # Deconvolver.predict averages over rotations only when the PSF has that symmetry, or
+        # when the PSF enters through input channels computed before the rotations (generic).
+        "tta": bool(cfg.inference.tta and (start == "generic" or psf_is_dihedral(model.psf))),
     }
+    if start == "generic":
+        kwargs.update(
+            extra_iterations=[int(n) for n in counts[1:]],
+            gain=float(norm.gain),
+            offset=float(norm.offset),
+            read_variance=float(norm.read_variance),
+        )
+    return kwargs
 
 
 def bmz_state_dict(model: Deconvolver) -> dict[str, torch.Tensor]:
@@ -196,6 +201,18 @@ def _cover(path: Path, test_in: np.ndarray, test_out: np.ndarray) -> None:
     img.resize((2 * h, h), Image.Resampling.NEAREST).save(path, format="PNG")
 
 
+def _camera_line(kwargs: dict) -> str:
+    if kwargs["start"] != "generic":
+        return ""
+    counts = ", ".join(str(n) for n in [kwargs["iterations"], *kwargs["extra_iterations"]])
+    return (
+        f"\n- The network's input channels (Lucy-Richardson estimates after {counts} iterations, the noise"
+        f" level) use the camera model of the training image: gain {kwargs['gain']:.6g}, offset"
+        f" {kwargs['offset']:.6g}, read variance {kwargs['read_variance']:.6g} (raw units). Images from"
+        " another camera setting need a new model."
+    )
+
+
 def _documentation(model: Deconvolver, kwargs: dict, difference: float) -> str:
     cfg = model.config
     return f"""# siamdecon deconvolution model
@@ -207,7 +224,7 @@ with a known PSF (Papkov et al. 2023), trained by siamdecon on one image
 - Input `raw`: raw intensities, axes `batch, channel{", z" if cfg.ndim == 3 else ""}, y, x`, float32, one channel.
 - Output `deconvolved`: the deconvolved image, same axes, shape and intensity units.
 - The training image's standardization (mean {kwargs["mean"]:.6g}, std {kwargs["std"]:.6g}) is inside the
-  network; no pre- or postprocessing is needed.
+  network; no pre- or postprocessing is needed.{_camera_line(kwargs)}
 - `{_CONFIG_NAME}`: the full siamdecon configuration; `psf.npy`: the PSF it was trained with;
   `model.pt`: the siamdecon model file (`siamdecon predict IMAGE --model model.pt`).
 

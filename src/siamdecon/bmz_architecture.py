@@ -122,17 +122,26 @@ class SiamdeconNetwork(nn.Module):
         Spatial dimensions; inputs are ``(B, 1, *spatial)``.
     width, levels, skip, norm
         The U-Net (see ``siamdecon.network.UNet``).
-    start : {"none", "input", "lucy-richardson"}
+    start : {"none", "input", "lucy-richardson", "generic"}
         ``f(x) = unet(x)``, ``x + unet(x)``, or ``s(x) + unet([s(x), x])`` with ``s`` a few
-        Lucy-Richardson iterations with the PSF on the input itself.
+        Lucy-Richardson iterations with the PSF on the input itself; ``"generic"`` (the fast
+        preset's default): ``s_a(x) + unet([s_a(x), x, s_b(x)..., sigma(x)])``, Lucy-Richardson
+        estimates of the offset-subtracted photon counts with the object extended beyond the
+        input's border, and the camera model's noise level at every pixel.
     iterations : int
-        Lucy-Richardson iterations of the start.
+        Lucy-Richardson iterations of the start (``s_a``).
     psf_shape : list of int
         Shape of the PSF, stored in the ``psf`` buffer of the state dict.
     mean, std : float
         Standardization of the training image: ``(x - mean) / std``.
     tta : bool
-        Average over the 8 rotations and flips of the (y, x) plane.
+        Average over the 8 rotations and flips of the (y, x) plane (for the generic start, of its
+        input channels, which is valid for any PSF).
+    extra_iterations : list of int
+        ``"generic"`` only: the iteration counts of the further estimates ``s_b``.
+    gain, offset, read_variance : float
+        ``"generic"`` only: the camera model of the training image,
+        ``var(raw) = gain * (raw - offset) + read_variance``.
     """
 
     def __init__(
@@ -148,15 +157,25 @@ class SiamdeconNetwork(nn.Module):
         mean: float,
         std: float,
         tta: bool = False,
+        extra_iterations: list[int] | None = None,
+        gain: float = 1.0,
+        offset: float = 0.0,
+        read_variance: float = 0.0,
     ) -> None:
         super().__init__()
         if ndim not in (2, 3) or len(psf_shape) != ndim:
             raise ValueError(f"ndim must be 2 or 3 with a PSF of as many axes, got {ndim} and {psf_shape}")
-        if start not in ("none", "input", "lucy-richardson"):
-            raise ValueError(f"start must be 'none', 'input' or 'lucy-richardson', got {start!r}")
+        if start not in ("none", "input", "lucy-richardson", "generic"):
+            raise ValueError(f"start must be 'none', 'input', 'lucy-richardson' or 'generic', got {start!r}")
+        if extra_iterations and start != "generic":
+            raise ValueError("extra_iterations are inputs of the 'generic' start only")
+        if start == "generic" and gain <= 0:
+            raise ValueError(f"the generic start needs a positive camera gain, got {gain}")
         self.ndim, self.start, self.iterations = ndim, start, int(iterations)
         self.mean, self.std, self.tta = float(mean), float(std), bool(tta)
-        in_channels = 2 if start == "lucy-richardson" else 1
+        self.extra_iterations = [int(n) for n in extra_iterations or []]
+        self.gain, self.offset, self.read_variance = float(gain), float(offset), float(read_variance)
+        in_channels = {"lucy-richardson": 2, "generic": 3 + len(self.extra_iterations)}.get(start, 1)
         self.unet = _UNet(ndim, in_channels, width, levels, skip, norm, residual=start != "none")
         self.register_buffer("psf", torch.zeros([int(s) for s in psf_shape]))
 
@@ -187,17 +206,67 @@ class SiamdeconNetwork(nn.Module):
             u = u * self._convolve(raw / (self._convolve(u, otf, fshape) + 1e-12), adjoint, fshape)
         return (u - self.mean) / self.std
 
+    def _extended_estimates(self, data: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+        """Lucy-Richardson with the object estimated on the input padded by half the PSF:
+        ``u <- u * P^T(w x / P u) / P^T w``, ``w`` one on the input and zero outside; where
+        ``P^T w`` is below 1e-3 the estimate keeps its value. Starts from the input's mean."""
+        ks = tuple(self.psf.shape)
+        half = [k // 2 for k in ks]
+        spatial = tuple(data.shape[-self.ndim :])
+        inner = (..., *(slice(h, h + n) for h, n in zip(half, spatial)))
+        ext = tuple(n + 2 * h for n, h in zip(spatial, half))
+        fshape, otf = self._otfs(ext, data)
+        adjoint = otf.conj()
+        weight = data.new_zeros((*data.shape[:2], *ext))
+        weight[inner] = 1.0
+        norm = self._convolve(weight, adjoint, fshape)
+        small = norm < 1e-3
+        norm = torch.where(small, torch.ones_like(norm), norm)
+        dims = tuple(range(2, data.ndim))
+        start = torch.clamp(data.mean(dim=dims, keepdim=True), min=1e-6).expand_as(data).contiguous()
+        pad: list[int] = []
+        for h in reversed(half):
+            pad += [h, h]
+        u = F.pad(start, pad, mode="replicate")
+        ratio = data.new_zeros(weight.shape)
+        kept: dict[int, torch.Tensor] = {}
+        for done in range(1, max(counts) + 1):
+            ratio[inner] = data / (self._convolve(u, otf, fshape)[inner] + 1e-12)
+            factor = self._convolve(ratio, adjoint, fshape) / norm
+            u = u * torch.where(small, torch.ones_like(factor), factor)
+            if done in counts:
+                kept[done] = u[inner].clone()
+        return [kept[n] for n in counts]
+
+    def _generic_inputs(self, z: torch.Tensor) -> torch.Tensor:
+        raw = z * self.std + self.mean
+        photons = (raw - self.offset) / self.gain
+        # Lucy-Richardson needs non-negative data; the read noise's negative excursions carry no light.
+        scale = torch.clamp(photons.abs().mean(dim=tuple(range(1, z.ndim)), keepdim=True), min=1e-6)
+        positive = torch.clamp(photons, min=0.0) + 1e-3 * scale
+        estimates = self._extended_estimates(positive, [self.iterations, *self.extra_iterations])
+        standardized = [(e * self.gain + self.offset - self.mean) / self.std for e in estimates]
+        pool = F.avg_pool2d if self.ndim == 2 else F.avg_pool3d
+        local = pool(F.pad(raw, [1] * (2 * self.ndim), mode="replicate"), 3, stride=1)
+        variance = self.gain * torch.clamp(local - self.offset, min=0.0) + self.read_variance
+        sigma = torch.sqrt(torch.clamp(variance, min=0.0)) / self.std
+        return torch.cat([standardized[0], z, *standardized[1:], sigma], dim=1)
+
     def _deconvolve(self, z: torch.Tensor) -> torch.Tensor:
-        if self.start != "lucy-richardson":
+        if self.start != "lucy-richardson":  # the generic start's channels are made in forward
             return self.unet(z)
         return self.unet(torch.cat([self._start_estimate(z), z], dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = (x - self.mean) / self.std
+        if self.start == "generic":
+            # Computed once: rotating the channels made with the PSF (not the image) keeps the
+            # average valid for a PSF without the plane's symmetries.
+            z = self._generic_inputs(z)
         if not self.tta:
             out = self._deconvolve(z)
         else:
-            out = torch.zeros_like(z)
+            out = torch.zeros_like(z[:, :1])
             for k in range(4):
                 for flip in (False, True):
                     t = torch.rot90(z, k, dims=(-2, -1))
