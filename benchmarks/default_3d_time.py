@@ -4,14 +4,16 @@
 
 What ``siamdecon deconvolve`` runs on one 3D volume with the fast preset (the shipped prior for the
 PSF, fine-tuned; prediction; the held-out check and, when it falls back, Spitfire on the whole
-volume), with each stage's seconds and the PSNR of the input, the network and the written result.
-Prints one JSON line.
+volume), with each stage's seconds, the process's peak resident memory (the volume, the model and
+every stage; Linux) and the PSNR of the input, the network and the written result. Prints one
+JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 
 import torch
@@ -65,6 +67,8 @@ def main() -> None:
                 "psnr_input": score(case.noisy),
                 "psnr_network": score(net),
                 "psnr_written": score(written),
+                # ru_maxrss is in KiB on Linux.
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             }
         )
     )
