@@ -94,3 +94,53 @@ def test_invariance_gradient_is_finite_when_branches_agree():
     inp = LossInputs(d.detach(), d, d * 1.0, d, d * 1.0, torch.ones(1, 1, 4, 4))
     compute_losses(inp, LossWeights(inv=1, inv_d=1))["total"].backward()
     assert torch.isfinite(d.grad).all()
+
+
+def test_hessian_term_on_quadratics_by_hand():
+    from siamdecon.losses import hessian_l1
+
+    # t = 1.5 x^2 - 0.5 y^2 + 0.25 xy: |Hxx| + |Hyy| + 2 |Hxy| = 3 + 1 + 0.5 at every voxel.
+    y, x = torch.meshgrid(torch.arange(7.0), torch.arange(9.0), indexing="ij")
+    assert hessian_l1((1.5 * x**2 - 0.5 * y**2 + 0.25 * x * y)[None, None]).item() == pytest.approx(4.5)
+    z, y, x = torch.meshgrid(torch.arange(5.0), torch.arange(6.0), torch.arange(7.0), indexing="ij")
+    # 3D: Hxz = 1 (twice), Hyy = 4, Hzz = -2.
+    assert hessian_l1((x * z + 2 * y**2 - z**2)[None, None]).item() == pytest.approx(8.0)
+    # Planes cost nothing: the term penalizes curvature, not slopes or offsets.
+    assert hessian_l1((3 * x - 2 * y + z + 5)[None, None]).item() == pytest.approx(0.0, abs=1e-9)
+    # One bright voxel: |-2| on each of the 3 axes at the voxel, |1| twice per axis beside it,
+    # no mixed terms at the voxel's own position (averaged over the 3x4x5 interior voxels).
+    spike = torch.zeros(1, 1, 5, 6, 7, dtype=torch.float64)
+    spike[0, 0, 2, 3, 3] = 1.0
+    diag = (3 * 2 + 3 * 2 * 1) / 60
+    mixed = 2 * 3 * 4 * 0.25 / 60  # each of the 3 pairs: 4 corners at 1/4, counted twice
+    assert hessian_l1(spike).item() == pytest.approx(diag + mixed)
+    # A thin stack (2 planes): the in-plane Hessian of each plane, averaged over both.
+    thin = torch.stack([1.5 * x[0] ** 2, -(x[0] ** 2)])[None, None]  # (1, 1, 2, 6, 7), planes y x
+    plane = [hessian_l1(thin[:, :, k]).item() for k in range(2)]
+    assert plane == pytest.approx([3.0, 2.0])
+    assert hessian_l1(thin).item() == pytest.approx(2.5)
+    assert hessian_l1(torch.ones(1, 1, 2, 2)).item() == 0.0
+
+
+def test_hessian_weight_needs_a_data_term_and_is_computed_on_d():
+    with pytest.raises(ValueError, match="regularizer"):
+        LossWeights(hess=1.0)
+    w = LossWeights(bsp=1.0, hess=0.5)
+    assert not w.needs_unmasked_branch  # computed on the masked branch's output, as bound_d is
+    y, x = torch.meshgrid(torch.arange(6.0), torch.arange(6.0), indexing="ij")
+    d = (x**2)[None, None]
+    inp = LossInputs(x=d, d=d, d_masked=d, y=d, y_masked=d, mask=torch.ones_like(d))
+    terms = compute_losses(inp, w)
+    assert terms["hess"].item() == pytest.approx(2.0)
+    assert terms["total"].item() == pytest.approx(0.5 * 2.0)
+
+
+def test_hessian_gradient_pushes_towards_a_flatter_estimate():
+    from siamdecon.losses import hessian_l1
+
+    d = torch.zeros(1, 1, 9, 9, dtype=torch.float64)
+    d[0, 0, 4, 4] = 1.0
+    d.requires_grad_(True)
+    hessian_l1(d).backward()
+    # Lowering the spike and raising its neighbours both reduce its curvature.
+    assert d.grad[0, 0, 4, 4] > 0 and d.grad[0, 0, 4, 5] < 0 and d.grad[0, 0, 3, 4] < 0
