@@ -57,6 +57,7 @@ def main() -> None:
                 "threads": torch.get_num_threads(),
                 "prior": model.prior,
                 "steps": len(model.history),
+                "hessian_choice": model.provenance.get("hessian_choice"),
                 "fit_seconds": round(fit_s, 1),
                 "predict_seconds": round(predict_s, 1),
                 "check_seconds": round(check_s, 1),

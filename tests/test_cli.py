@@ -272,3 +272,19 @@ def test_lucy_richardson_subtracts_a_camera_offset(tmp_path, psf2d):
     expected = richardson_lucy(np.clip(counts - 100, 0, None), psf2d / psf2d.sum(), 4)
     assert np.allclose(out, expected, atol=1e-4)
     assert abs(float(out.mean()) - 20.0) < 2.0  # the signal above the offset, not offset + signal
+
+
+def test_hessian_option_reaches_the_fine_tuning_or_is_refused(files):
+    from siamdecon.cli import _hessian_weights
+    from siamdecon.errors import ConfigError
+    from siamdecon.model import Deconvolver
+
+    assert _hessian_weights("0,0.03") == [0.0, 0.03] and _hessian_weights("0.1") == 0.1
+    with pytest.raises(ConfigError, match="--hessian must be one weight or several"):
+        _hessian_weights("a,b")
+    d = files
+    args = ["train", str(d / "clean.tif"), "--psf", str(d / "psf.npy"), *TINY]
+    _ok(runner.invoke(app, [*args, "-o", str(d / "m.pt"), "--hessian", "0.5"]))
+    assert Deconvolver.load(d / "m.pt").config.prior.fine_tune_hessian == 0.5
+    bad = runner.invoke(app, [*args, "-o", str(d / "m2.pt"), "--hessian", "-1"])
+    assert bad.exit_code != 0 and ">= 0" in bad.output and not (d / "m2.pt").exists()

@@ -131,7 +131,11 @@ def test_custom_loss_terms_and_the_fine_tuning_boundary_weight():
     assert c.fine_tune_weights().active() == {"bsp": 1.0, "bound": 0.2, "bound_d": 0.2}
     named = make_config("fast", 3, boundary_weight=0.1, prior={"fine_tune_loss": "siamese-reconvolved"})
     assert named.loss == PresetLoss(name="siamese-reconvolved", boundary_weight=0.1)
-    assert named.fine_tune_weights().active() == {"rec": 1.0, "inv": 2.0, "bound": 0.1, "bound_d": 0.1}
+    # The 3D default fine-tunes with and without the Hessian term: one loss per weight, not one.
+    with pytest.raises(ConfigError, match="several weights"):
+        named.fine_tune_weights()
+    one = named.model_copy(update={"prior": named.prior.model_copy(update={"fine_tune_hessian": 0.03})})
+    assert one.fine_tune_weights().active() == {"rec": 1.0, "inv": 2.0, "bound": 0.1, "bound_d": 0.1, "hess": 0.03}
     # A loss name given after a boundary weight keeps it.
     assert make_config("fast", 2, boundary_weight=0.1, loss="blind-spot").loss.boundary_weight == 0.1
 

@@ -471,3 +471,86 @@ def test_the_3d_default_fine_tunes_the_generic_3d_prior_on_the_volume():
     assert model.prior == "fast-3d-generic.pt" and len(model.history) == 10
     out = np.clip(model.predict(noisy), 0, 1)
     assert evaluate(out, clean)["psnr"] > evaluate(np.clip(noisy, 0, 1), clean)["psnr"] + 1.0
+
+
+def test_fine_tuning_with_the_hessian_term_flattens_the_estimate(tiny_prior, tmp_path, psf2d, rng):
+    from siamdecon.losses import hessian_l1
+
+    path = str(tiny_prior.save(tmp_path / "p.pt"))
+    image = degrade(rescale01(rng.random((48, 48))), psf2d, seed=1)
+    curvature = {}
+    for weight in (0.0, 1.0):
+        cfg = _tiny_config(prior={"source": path, "fine_tune_steps": 15, "fine_tune_hessian": weight})
+        assert cfg.fine_tune_weights().hess == weight
+        model = Deconvolver.fit(image, psf2d, cfg, progress=False)
+        assert ("hess" in model.history[-1]) == (weight > 0)
+        named = "15 fine-tuning steps (blind-spot + Hessian 1)" if weight else "15 fine-tuning steps (blind-spot)"
+        assert model.training_summary.endswith(named)
+        est = torch.from_numpy(model.predict(image))[None, None]
+        curvature[weight] = hessian_l1(est).item()
+    assert curvature[1.0] < 0.8 * curvature[0.0]
+
+
+def test_a_grid_of_hessian_weights_keeps_the_network_that_predicts_held_out_pixels_best(
+    tiny_prior, tmp_path, psf2d, rng
+):
+    from siamdecon.config import ConfigError
+    from siamdecon.holdout import score_networks
+
+    path = str(tiny_prior.save(tmp_path / "p.pt"))
+    image = degrade(rescale01(rng.random((48, 48))), psf2d, seed=1).astype(np.float32)
+    prior = {"source": path, "fine_tune_steps": 6}
+    grid = _tiny_config(prior={**prior, "fine_tune_hessian": [0.0, 3.0]})
+    with pytest.raises(ConfigError, match="chooses one on held-out pixels"):
+        grid.fine_tune_weights()
+    chosen = Deconvolver.fit(image, psf2d, grid, progress=False)
+    # The same fits, one weight each (seeded: the same networks), scored independently.
+    single = [
+        Deconvolver.fit(image, psf2d, _tiny_config(prior={**prior, "fine_tune_hessian": w}), progress=False)
+        for w in (0.0, 3.0)
+    ]
+    errors = [
+        c.error for c in score_networks([m.predict for m in single], image, psf2d, **single[0]._check_arguments())
+    ]
+    assert errors[0] != errors[1]
+    best = int(np.argmin(errors))
+    choice = chosen.provenance["hessian_choice"]
+    assert choice["chosen"] == (0.0, 3.0)[best] == chosen.config.prior.fine_tune_hessian
+    assert choice["errors"] == pytest.approx(errors, rel=1e-5)
+    np.testing.assert_allclose(chosen.predict(image), single[best].predict(image), rtol=1e-5, atol=1e-6)
+    # The score is the check's own error of the network as is, on the same pixels.
+    report = single[best].check(image, lr_iterations=(2,), spitfire_regs=())
+    assert report.networks[0].error == pytest.approx(errors[best], rel=1e-6)
+    assert "chosen of 0, 3 on held-out pixels" in chosen.training_summary
+    # Saved and reloaded, the model says what ran.
+    chosen.save(tmp_path / "m.pt")
+    again = Deconvolver.load(tmp_path / "m.pt")
+    assert again.config.prior.fine_tune_hessian == choice["chosen"]
+    assert again.provenance["hessian_choice"]["errors"] == choice["errors"]
+
+
+def test_hessian_weights_are_validated():
+    assert make_config("fast", ndim=3, fine_tune_hessian=[0.0, 0.03]).prior.hessian_grid == (0.0, 0.03)
+    assert make_config("fast", ndim=3, fine_tune_hessian=[0.03]).prior.fine_tune_hessian == 0.03
+    with pytest.raises(ConfigError, match=">= 0"):
+        make_config("fast", ndim=3, fine_tune_hessian=-0.1)
+    with pytest.raises(ConfigError, match="repeat"):
+        make_config("fast", ndim=3, fine_tune_hessian=[0.0, 0.0])
+
+
+def test_a_grid_of_hessian_weights_is_chosen_for_several_arrays_too(tiny_prior, tmp_path, psf2d, rng):
+    path = str(tiny_prior.save(tmp_path / "p.pt"))
+    images = [degrade(rescale01(rng.random((48, 48))), psf2d, seed=s).astype(np.float32) for s in (1, 2)]
+    cfg = _tiny_config(prior={"source": path, "fine_tune_steps": 4, "fine_tune_hessian": [0.0, 3.0]})
+    model = Deconvolver.fit(images, psf2d, cfg, progress=False)
+    choice = model.provenance["hessian_choice"]
+    assert len(choice["errors"]) == 2 and choice["chosen"] == (0.0, 3.0)[int(np.argmin(choice["errors"]))]
+    assert model.config.prior.fine_tune_hessian == choice["chosen"] and len(model.history) == 4
+    # Without fine-tuning steps there is nothing to choose: one network, and the model says why.
+    none = Deconvolver.fit(
+        images[0],
+        psf2d,
+        cfg.model_copy(update={"prior": cfg.prior.model_copy(update={"fine_tune_steps": 0})}),
+        progress=False,
+    )
+    assert none.provenance["hessian_choice"]["why"] == "no fine-tuning ran" and none.history == []

@@ -1050,6 +1050,12 @@ def describe_start(kernel: np.ndarray, config: Config) -> str:
         )
     steps = config.prior.fine_tune_steps
     how = f"fine-tuning {steps} steps with the {config.prior.fine_tune_loss} loss" if steps else "used as it is"
+    grid = config.prior.hessian_grid
+    if steps and len(grid) > 1:
+        weights = ", ".join(f"{w:g}" for w in grid)
+        how += f", once per Hessian weight ({weights}), keeping the one that predicts held-out pixels best"
+    elif steps and grid[0]:
+        how += f" and a Hessian term of weight {grid[0]:g}"
     return begin + f"starting from prior '{prior.name}' ({made_for}), {how}"
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .losses import LOSS_PRESETS, LossPreset, LossWeights, loss_preset
@@ -319,6 +319,33 @@ class PriorConfig(_Model):
         None, ge=1, description="patches per fine-tuning step (default: training.batch_size)"
     )
     fine_tune_loss: LossPreset = Field("blind-spot", description="loss of the fine-tuning")
+    fine_tune_hessian: float | tuple[float, ...] = Field(
+        0.0,
+        description="weight of the sparse-Hessian term on the network's output during the fine-tuning"
+        " (siamdecon.losses.hessian_l1; 0: none), or several: one fine-tuning per weight, the network"
+        " that predicts held-out pixels best is kept (Deconvolver.fit)",
+    )
+
+    @field_validator("fine_tune_hessian", mode="after")
+    @classmethod
+    def _hessian_weights(cls, value: float | tuple[float, ...]) -> float | tuple[float, ...]:
+        values = value if isinstance(value, tuple) else (value,)
+        if not values:
+            raise ValueError("give at least one Hessian weight (0 for none)")
+        if any(not v >= 0 for v in values):
+            raise ValueError(f"Hessian weights must be >= 0, got {value}")
+        if isinstance(value, tuple):
+            if len(set(value)) != len(value):
+                raise ValueError(f"the Hessian weights to choose from repeat a value: {value}")
+            return value[0] if len(value) == 1 else value
+        return value
+
+    @property
+    def hessian_grid(self) -> tuple[float, ...]:
+        """The Hessian weights to choose from (one: nothing to choose)."""
+        h = self.fine_tune_hessian
+        return h if isinstance(h, tuple) else (h,)
+
     transfer: bool = Field(
         False,
         description=(
@@ -393,8 +420,17 @@ class Config(_Model):
 
     def fine_tune_weights(self) -> LossWeights:
         """The term weights of fine-tuning a prior: ``prior.fine_tune_loss``, with the training
-        loss's boundary weight."""
-        return loss_preset(self.prior.fine_tune_loss, self.boundary_weight)
+        loss's boundary weight and ``prior.fine_tune_hessian``."""
+        grid = self.prior.hessian_grid
+        if len(grid) > 1:
+            raise ConfigError(
+                f"prior.fine_tune_hessian holds several weights {grid}: Deconvolver.fit chooses one on"
+                " held-out pixels; training itself takes one weight"
+            )
+        weights = loss_preset(self.prior.fine_tune_loss, self.boundary_weight)
+        if grid[0]:
+            weights = weights.model_copy(update={"hess": grid[0]})
+        return weights
 
     @property
     def boundary_weight(self) -> float:
@@ -516,8 +552,10 @@ def _fast(ndim: int) -> dict[str, Any]:
             "loss_border": 8,
         },
         "inference": {"tile_size": 96, "tile_overlap": 16, "context": 16},
-        # The shipped generic 3D prior, fine-tuned on the volume (prior_choice.FINE_TUNE_STEPS).
-        "prior": {"source": "auto", "transfer": True},
+        # The shipped generic 3D prior, fine-tuned on the volume (prior_choice.FINE_TUNE_STEPS), with
+        # and without a sparse-Hessian term (the two side by side, sharing the start's estimates);
+        # the held-out pixels keep one: the term helps smooth objects and hurts others.
+        "prior": {"source": "auto", "transfer": True, "fine_tune_hessian": (0.0, 0.03)},
     }
 
 

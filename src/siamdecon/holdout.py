@@ -32,6 +32,12 @@ from its interior so that every estimate there had the data around it (:func:`ch
 and Spitfire runs there as it would on the whole image (``adam_eps`` scaled, the whole image's
 range).
 
+The same held-out pixels rank networks against each other (:func:`score_networks`): the 3D default
+fine-tunes its prior with and without a sparse-Hessian term and keeps the network that predicts
+them better. Between two networks trained on the same patches the comparison is paired and the
+criterion's biases are nearly the same for both, so differences far below the check's margin
+still ranked them right on the microscopy suite (``docs/holdout.md``).
+
 The criterion lives in the blurred domain: it ranks what each estimate predicts of the data, not
 its distance to the object, which no ground-truth-free criterion can see in the frequencies the
 PSF removes. ``docs/holdout.md`` measures how often it picks right on the microscopy suite.
@@ -62,6 +68,7 @@ __all__ = [
     "check_regions",
     "holdout_folds",
     "reconvolve",
+    "score_networks",
     "LR_ITERATIONS",
     "MAX_VOXELS",
     "MIN_HELD_OUT",
@@ -411,6 +418,107 @@ def classical_estimate(
     raise ValueError(f"not a classical candidate: {candidate.name!r}")
 
 
+@dataclass
+class _HeldOut:
+    """Where and what :func:`check` holds out, shared with :func:`score_networks`."""
+
+    image: np.ndarray  # the region computed on (the context)
+    image_out: np.ndarray  # the same with every held-out pixel replaced by its neighbours' mean
+    whole_shape: tuple[int, ...]
+    context: tuple[slice, ...]
+    scored: tuple[slice, ...]
+    spitfire_range: tuple[float, float] | None
+    masks: np.ndarray  # (folds, *image.shape)
+    held: np.ndarray
+    noise: NoiseModel
+    weights: np.ndarray  # 1 / the camera model's variance, per pixel
+    op: PSFConvolution
+
+
+def _held_out(
+    image: np.ndarray,
+    psf: np.ndarray,
+    noise: NoiseModel | None,
+    mask_fraction: float,
+    folds: int | None,
+    max_voxels: int | None,
+    part_of: tuple[tuple[int, ...], tuple[slice, ...]] | None,
+    seed: int,
+) -> _HeldOut:
+    full = np.asarray(image, np.float32)
+    psf = np.asarray(psf, np.float32)
+    if part_of is None:
+        whole_shape = full.shape
+        context, scored = check_regions(full.shape, psf.shape, max_voxels)
+        y = np.ascontiguousarray(full[context])
+        # A crop is normalized as its whole image would be; the whole image as Spitfire does it.
+        spitfire_range = (float(full.min()), float(full.max())) if y.shape != full.shape else None
+    else:
+        whole_shape, context = tuple(int(n) for n in part_of[0]), tuple(part_of[1])
+        sizes = tuple(len(range(*c.indices(n))) for c, n in zip(context, whole_shape, strict=True))
+        if sizes != full.shape:
+            raise ValueError(
+                f"part_of: the context {context} of an image of shape {whole_shape} has shape {sizes},"
+                f" but the image given has shape {full.shape}"
+            )
+        scored = _scored_region(whole_shape, context, psf.shape)
+        y = full
+        spitfire_range = None
+    inner = tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(scored, context, strict=True))
+    inner_shape = tuple(s.stop - s.start for s in inner)
+    noise = noise or estimate_noise(y)
+    if folds is None:
+        per_fold = max(1.0, math.prod(inner_shape) * mask_fraction)
+        folds = int(min(8, max(2, math.ceil(MIN_HELD_OUT / per_fold))))
+    masks = np.zeros((folds, *y.shape), dtype=bool)
+    masks[(slice(None), *inner)] = holdout_folds(inner_shape, folds, mask_fraction, seed)
+    held = masks.any(axis=0)
+    # The held-out pixels get zero weight as data; their values are replaced too, so that nothing
+    # else (Spitfire's start and range, Lucy-Richardson's starting level) sees them either.
+    y_out = replace_by_neighbours(y, held)
+    # Method-independent weights: the camera model's variance at the lightly smoothed image.
+    smooth = ndimage.gaussian_filter(y_out.astype(np.float64), 1.0)
+    weights = (1.0 / np.maximum(noise.variance(smooth), 1e-12)).astype(np.float32)
+    return _HeldOut(
+        y, y_out, tuple(whole_shape), context, scored, spitfire_range, masks, held, noise, weights, PSFConvolution(psf)
+    )
+
+
+def score_networks(
+    predicts: Sequence[Callable[[np.ndarray], np.ndarray]],
+    image: np.ndarray,
+    psf: np.ndarray,
+    *,
+    noise: NoiseModel | None = None,
+    mask_fraction: float = 0.005,
+    folds: int | None = None,
+    max_voxels: int | None = None,
+    part_of: tuple[tuple[int, ...], tuple[slice, ...]] | None = None,
+    seed: int = 0,
+) -> list[Candidate]:
+    """The held-out error of several networks, on the pixels and folds :func:`check` holds out.
+
+    Each ``predicts[i](masked_image)`` gives network ``i``'s estimate (recorded units) of a copy of
+    ``image`` whose held-out pixels were replaced by the mean of their neighbours. Every network
+    sees the same copies, and its error is the one :func:`check` would give it with the same
+    arguments (its ``networks[0]``): errors of one call compare across networks. Arguments as for
+    :func:`check`.
+
+    Returns
+    -------
+    list of Candidate
+        One per network, in the order given (name ``"network"``, ``params`` ``{"index": i}``).
+    """
+    ho = _held_out(image, psf, noise, mask_fraction, folds, max_voxels, part_of, seed)
+    out = []
+    for i, predict in enumerate(predicts):
+        pred = np.zeros_like(ho.image)
+        for mask in ho.masks:
+            pred[mask] = reconvolve(predict(replace_by_neighbours(ho.image, mask)), ho.op)[mask]
+        out.append(_candidate("network", {"index": i}, pred, ho.image, ho.held, ho.weights))
+    return out
+
+
 def _candidate(
     name: str, params: dict[str, Any], prediction: np.ndarray, image: np.ndarray, where: np.ndarray, weights: np.ndarray
 ) -> Candidate:
@@ -533,42 +641,16 @@ def check(
         raise ValueError(f"step_margin must be in [0, 1), got {step_margin}")
     t0 = time.perf_counter()
     say = progress or (lambda _msg: None)
-    full = np.asarray(image, np.float32)
+    ho = _held_out(image, psf, noise, mask_fraction, folds, max_voxels, part_of, seed)
+    y, held, noise, weights, op = ho.image, ho.held, ho.noise, ho.weights, ho.op
     psf = np.asarray(psf, np.float32)
-    if part_of is None:
-        whole_shape = full.shape
-        context, scored = check_regions(full.shape, psf.shape, max_voxels)
-        y = np.ascontiguousarray(full[context])
-        # A crop is normalized as its whole image would be; the whole image as Spitfire does it.
-        spitfire_range = (float(full.min()), float(full.max())) if y.shape != full.shape else None
-    else:
-        whole_shape, context = tuple(int(n) for n in part_of[0]), tuple(part_of[1])
-        sizes = tuple(len(range(*c.indices(n))) for c, n in zip(context, whole_shape, strict=True))
-        if sizes != full.shape:
-            raise ValueError(
-                f"part_of: the context {context} of an image of shape {whole_shape} has shape {sizes},"
-                f" but the image given has shape {full.shape}"
-            )
-        scored = _scored_region(whole_shape, context, psf.shape)
-        y = full
-        spitfire_range = None
-    inner = tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(scored, context, strict=True))
-    inner_shape = tuple(s.stop - s.start for s in inner)
-    noise = noise or estimate_noise(y)
-    if folds is None:
-        per_fold = max(1.0, math.prod(inner_shape) * mask_fraction)
-        folds = int(min(8, max(2, math.ceil(MIN_HELD_OUT / per_fold))))
-    masks = np.zeros((folds, *y.shape), dtype=bool)
-    masks[(slice(None), *inner)] = holdout_folds(inner_shape, folds, mask_fraction, seed)
-    held = masks.any(axis=0)
     rng = np.random.default_rng(seed)
     replace = replace or replace_by_neighbours
-    op = PSFConvolution(psf)
 
-    say(f"check: network on {folds} masked copies")
+    say(f"check: network on {len(ho.masks)} masked copies")
     net_pred = np.zeros_like(y)
     refined_pred = np.zeros_like(y) if refine else None
-    for mask in masks:
+    for mask in ho.masks:
         masked = replace(y, mask, rng)
         d = predict_masked(masked)
         net_pred[mask] = reconvolve(d, op)[mask]
@@ -580,12 +662,7 @@ def check(
 
     classical: list[Candidate] = []
     data_weights = (~held).astype(np.float32)
-    # The held-out pixels get zero weight as data; their values are replaced too, so that nothing
-    # else (Spitfire's start and range, Lucy-Richardson's starting level) sees them either.
-    y_out = replace_by_neighbours(y, held)
-    # Method-independent weights: the camera model's variance at the lightly smoothed image.
-    smooth = ndimage.gaussian_filter(y_out.astype(np.float64), 1.0)
-    weights = (1.0 / np.maximum(noise.variance(smooth), 1e-12)).astype(np.float32)
+    y_out = ho.image_out
     if lr_iterations:
         say("check: Lucy-Richardson")
         counts = sorted({int(n) for n in lr_iterations})
@@ -597,7 +674,7 @@ def check(
             classical.append(_candidate("lucy-richardson", {"iterations": n}, pred, y, held, weights))
     if spitfire_regs:
         data = y_out - np.float32(noise.offset)
-        as_part = _spitfire_as_part(y.shape, whole_shape, spitfire_range, float(noise.offset))
+        as_part = _spitfire_as_part(y.shape, ho.whole_shape, ho.spitfire_range, float(noise.offset))
         for reg in spitfire_regs:
             say(f"check: Spitfire reg {reg:g}")
             est = spitfire(
@@ -635,10 +712,10 @@ def check(
         winner,
         z,
         int(held.sum()),
-        scored,
+        ho.scored,
         time.perf_counter() - t0,
         noise,
-        context=context,
+        context=ho.context,
         networks=networks,
         step_z=step_z,
         observed=y[held],

@@ -120,16 +120,7 @@ class Deconvolver:
                 f" build it with make_config(..., ndim={image.ndim})"
             )
         result: TrainResult = train(image, psf, config, progress=progress, **kwargs)
-        return cls(
-            result.network,
-            result.config or config,
-            psf,
-            result.normalization,
-            result.history,
-            result.seconds,
-            result.interrupted,
-            result.prior,
-        )
+        return cls._from_result(result, psf, config, image)
 
     @classmethod
     def _fit_arrays(
@@ -154,16 +145,76 @@ class Deconvolver:
         pool = kwargs.pop("max_pool_bytes", None)
         extra = {"max_pool_bytes": pool} if pool else {}
         result = train_on_arrays(arrays, psf, config, progress=progress, where=where, **extra, **kwargs)
-        return cls(
-            result.network,
-            result.config or config,
-            psf,
-            result.normalization,
-            result.history,
-            result.seconds,
-            result.interrupted,
-            result.prior,
+        if not result.candidates:
+            return cls._from_result(result, psf, config, np.zeros(0, np.float32))
+        from .holdout import check_regions
+
+        # Several Hessian weights: scored on the first array's central region, read as the check
+        # reads a lazy volume.
+        first = arrays[0]
+        context, _ = check_regions(tuple(first.shape), psf.shape)
+        crop = np.asarray(first[context], dtype=np.float32)
+        return cls._from_result(result, psf, config, crop, (tuple(first.shape), context))
+
+    @classmethod
+    def _from_result(
+        cls,
+        result: TrainResult,
+        psf: np.ndarray,
+        config: Config,
+        image: np.ndarray,
+        part_of: tuple[tuple[int, ...], tuple[slice, ...]] | None = None,
+    ) -> Deconvolver:
+        """The model of a training result; with several Hessian weights, the candidate whose estimate
+        predicts held-out pixels of ``image`` best (:func:`siamdecon.holdout.score_networks`: the
+        pixels and folds the check holds out; ``part_of`` as there)."""
+
+        def model_of(r: TrainResult) -> Deconvolver:
+            return cls(
+                r.network, r.config or config, psf, r.normalization, r.history, r.seconds, r.interrupted, r.prior
+            )
+
+        grid = config.prior.hessian_grid
+        model = model_of(result)
+        if len(grid) < 2:
+            return model
+        if not result.candidates:
+            model.provenance["hessian_choice"] = {"weights": list(grid), "chosen": grid[0], "why": "no fine-tuning ran"}
+            return model
+        if result.interrupted:
+            model.provenance["hessian_choice"] = {"weights": list(grid), "chosen": grid[0], "why": "interrupted"}
+            return model
+        from .holdout import score_networks
+
+        models = [model_of(r) for r in result.candidates]
+        device = config.training.device
+        scores = score_networks(
+            [lambda masked, m=m: m.predict(masked, device=device) for m in models],
+            image,
+            model.psf,
+            part_of=part_of,
+            **model._check_arguments(),
         )
+        errors = [c.error for c in scores]
+        best = int(np.argmin(errors))
+        chosen = models[best]
+        chosen.provenance["hessian_choice"] = {
+            "weights": list(grid),
+            "errors": [round(e, 6) for e in errors],
+            "chosen": grid[best],
+            "held_out_pixels": int(scores[0].errors.size),
+        }
+        return chosen
+
+    def _check_arguments(self) -> dict[str, Any]:
+        """The noise model and mask fraction :meth:`check` scores with."""
+        from .noise import NoiseModel
+
+        norm = self.normalization
+        out: dict[str, Any] = {"mask_fraction": self.config.mask.fraction}
+        if norm.gain != 1.0 or norm.read_variance != 0.0:
+            out["noise"] = NoiseModel(norm.gain, norm.offset, norm.read_variance)
+        return out
 
     @property
     def training_summary(self) -> str:
@@ -174,7 +225,13 @@ class Deconvolver:
         if self.prior:
             if not steps:
                 return f"prior {self.prior}, as is"
-            return f"prior {self.prior} + {steps} fine-tuning steps ({self.config.prior.fine_tune_loss})"
+            loss = self.config.prior.fine_tune_loss
+            if self.config.prior.fine_tune_hessian:
+                loss += f" + Hessian {self.config.prior.fine_tune_hessian:g}"
+            choice = self.provenance.get("hessian_choice", {})
+            if "errors" in choice:
+                loss += f", chosen of {', '.join(f'{w:g}' for w in choice['weights'])} on held-out pixels"
+            return f"prior {self.prior} + {steps} fine-tuning steps ({loss})"
         return f"{self.config.loss.label}, {steps} steps"
 
     # -- inference --------------------------------------------------------------------------------
@@ -355,7 +412,6 @@ class Deconvolver:
             prediction as is or after the check's Lucy-Richardson step, or the classical estimate).
         """
         from .holdout import check
-        from .noise import NoiseModel
 
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != self.config.ndim:
@@ -363,14 +419,12 @@ class Deconvolver:
                 f"this model was trained on {self.config.ndim}D data but the image is {image.ndim}D"
                 f" (shape {image.shape})"
             )
-        norm = self.normalization
 
         def predict_masked(masked: np.ndarray) -> np.ndarray:
             return self.predict(masked, device=device)
 
-        if "noise" not in kwargs and (norm.gain != 1.0 or norm.read_variance != 0.0):
-            kwargs.setdefault("noise", NoiseModel(norm.gain, norm.offset, norm.read_variance))
-        kwargs.setdefault("mask_fraction", self.config.mask.fraction)
+        for key, value in self._check_arguments().items():
+            kwargs.setdefault(key, value)
         return check(predict_masked, image, self.psf, device=resolve_device(device or "auto"), **kwargs)
 
     # -- files --------------------------------------------------------------------------------------

@@ -330,14 +330,26 @@ class DeconvolutionNetwork(nn.Module):
     ) -> torch.Tensor:
         """``f(x)`` for standardized ``x``; the statistics default to the network's own (those of
         the image it was trained on), so that prediction with another image's need not change it."""
+        return self.unet(self.unet_inputs(x, mean, std, gain, offset, read_variance))
+
+    def unet_inputs(
+        self,
+        x: torch.Tensor,
+        mean: float | torch.Tensor | None = None,
+        std: float | torch.Tensor | None = None,
+        gain: float | torch.Tensor | None = None,
+        offset: float | torch.Tensor | None = None,
+        read_variance: float | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """What the U-Net sees for standardized ``x``: ``x`` itself, or ``x`` with the start's
+        estimates (computed without gradient; networks with the same start, PSF and statistics
+        can share them)."""
         if self.start in ("none", "input"):
-            return self.unet(x)
+            return x
         with torch.no_grad():
             if self.start == "generic":
-                inputs = self.generic_inputs(x, mean, std, gain, offset, read_variance)
-            else:
-                inputs = torch.cat([self.start_estimate(x, mean, std), x], dim=1)
-        return self.unet(inputs)
+                return self.generic_inputs(x, mean, std, gain, offset, read_variance)
+            return torch.cat([self.start_estimate(x, mean, std), x], dim=1)
 
 
 def build_network(config: Config, psf: np.ndarray, norm: Normalization) -> DeconvolutionNetwork:

@@ -4,10 +4,15 @@ One model per image, as in the paper, trained from scratch or, with ``config.pri
 from a network pretrained on synthetic images (:mod:`siamdecon.prior`). Both branches (unmasked
 and masked) go through the network in one concatenated batch: it halves the number of calls, and
 normalization layers then see both kinds of input at once.
+
+With several Hessian weights (``prior.fine_tune_hessian``), one copy of the prior per weight is
+fine-tuned side by side on the same batches and masks, all fed the same start estimates (computed
+once per step); :class:`siamdecon.model.Deconvolver` keeps the one that predicts held-out pixels best.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -43,6 +48,9 @@ class TrainResult:
     interrupted: bool = False
     prior: str | None = None
     config: Config | None = None
+    #: With several Hessian weights (``prior.fine_tune_hessian``): one result per weight, in
+    #: order, trained together on the same patches and masks (this result is the first).
+    candidates: list[TrainResult] | None = None
 
 
 def _scheduler(opt: torch.optim.Optimizer, config: Config, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
@@ -120,7 +128,9 @@ def train(
     -------
     TrainResult
         The trained network (in eval mode), the normalization, the loss history and the name
-        of the prior it started from (``None``: from scratch).
+        of the prior it started from (``None``: from scratch). With several Hessian weights and
+        fine-tuning steps to run, ``candidates`` holds one result per weight (this is the first);
+        the callback and the progress bar follow the first.
 
     Raises
     ------
@@ -181,26 +191,41 @@ def _train(
     net = build_network(config, psf, norm)
     prior = resolve_prior(config.prior.source, psf, config)
     batch_size = t.batch_size
+    grid = config.prior.hessian_grid
     if prior is not None:
         net.unet.load_state_dict(prior.state_dict)
         steps, lr = config.prior.fine_tune_steps, config.prior.fine_tune_lr
-        weights = config.fine_tune_weights()
         batch_size = config.prior.fine_tune_batch_size or batch_size
     else:
-        steps, lr, weights = t.steps, t.lr, config.loss_weights()
+        steps, lr = t.steps, t.lr
+    if prior is None or not steps:
+        # The Hessian weights act on the fine-tuning only: without it there is nothing to choose.
+        grid = grid[:1]
+    configs = [
+        config.model_copy(update={"prior": config.prior.model_copy(update={"fine_tune_hessian": w})}) for w in grid
+    ]
+    losses = [c.fine_tune_weights() if prior is not None else c.loss_weights() for c in configs]
     sampler = source.sampler(norm, t.patch_size, batch_size, augment, t.seed)
     net = prefer_channels_last(net.to(device), device)
+    # Several weights: copies of the network trained side by side on the same batches, which share
+    # the start's estimates (most of a fine-tuning step's time with the generic start).
+    nets = [net] + [copy.deepcopy(net) for _ in grid[1:]]
     # Share the start estimate's operator (and its cached PSF transforms) when there is one.
     op = net.op if net.op is not None else PSFConvolution(psf).to(device)
-    need_masked = weights.needs_masked_branch
-    need_plain = weights.needs_unmasked_branch
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = _scheduler(opt, config, steps)
-    history: list[dict[str, float]] = []
+    need_masked = losses[0].needs_masked_branch
+    need_plain = losses[0].needs_unmasked_branch
+    opts = [torch.optim.Adam(n.parameters(), lr=lr) for n in nets]
+    scheds = [_scheduler(o, config, steps) for o in opts]
+    histories: list[list[dict[str, float]]] = [[] for _ in nets]
     interrupted = False
     start_time = time.perf_counter()
-    bar = tqdm(total=steps, desc="fine-tuning" if prior else "training", disable=not progress, dynamic_ncols=True)
-    net.train()
+    desc = "fine-tuning" if prior else "training"
+    if len(nets) > 1:
+        desc += f" ({len(nets)} Hessian weights)"
+    bar = tqdm(total=steps, desc=desc, disable=not progress, dynamic_ncols=True)
+    for n in nets:
+        n.train()
+    border = t.loss_border
     try:
         for step in range(steps):
             x = sampler.sample().to(device)
@@ -211,30 +236,35 @@ def _train(
                 branches.append(x)
             if need_masked:
                 branches.append(apply_mask(x, mask, config.mask.noise_std, gen))
-            out = net(torch.cat(branches)) if len(branches) > 1 else net(branches[0])
-            both = op(out)
-            if need_plain and need_masked:
-                d, d_masked = out.chunk(2)
-                y, y_masked = both.chunk(2)
-            else:
-                d = d_masked = out
-                y = y_masked = both
-            terms = compute_losses(
-                LossInputs(target, d, d_masked, y, y_masked, mask, norm.mean, norm.std, norm.low, norm.high),
-                weights,
-                border=min(t.loss_border, (min(target.shape[2:]) - 1) // 2),
-            )
-            opt.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            opt.step()
-            sched.step()
-            logs = {k: float(v.detach()) for k, v in terms.items()}
-            logs["step"] = step + 1
-            logs["lr"] = opt.param_groups[0]["lr"]
-            logs["seconds"] = time.perf_counter() - start_time
-            history.append(logs)
-            if not math.isfinite(logs["total"]):
-                raise FloatingPointError(f"the loss became {logs['total']} at step {step + 1}; lower the learning rate")
+            inputs = net.unet_inputs(torch.cat(branches) if len(branches) > 1 else branches[0])
+            for n, opt, sched, weights, history in zip(nets, opts, scheds, losses, histories, strict=True):
+                out = n.unet(inputs)
+                both = op(out)
+                if need_plain and need_masked:
+                    d, d_masked = out.chunk(2)
+                    y, y_masked = both.chunk(2)
+                else:
+                    d = d_masked = out
+                    y = y_masked = both
+                terms = compute_losses(
+                    LossInputs(target, d, d_masked, y, y_masked, mask, norm.mean, norm.std, norm.low, norm.high),
+                    weights,
+                    border=min(border, (min(target.shape[2:]) - 1) // 2),
+                )
+                opt.zero_grad(set_to_none=True)
+                terms["total"].backward()
+                opt.step()
+                sched.step()
+                logs = {k: float(v.detach()) for k, v in terms.items()}
+                logs["step"] = step + 1
+                logs["lr"] = opt.param_groups[0]["lr"]
+                logs["seconds"] = time.perf_counter() - start_time
+                history.append(logs)
+                if not math.isfinite(logs["total"]):
+                    raise FloatingPointError(
+                        f"the loss became {logs['total']} at step {step + 1}; lower the learning rate"
+                    )
+            logs = histories[0][-1]
             bar.update(1)
             bar.set_postfix(loss=f"{logs['total']:.4f}", refresh=False)
             if callback is not None:
@@ -245,9 +275,13 @@ def _train(
         interrupted = True
     finally:
         bar.close()
-    if config.network.norm == "batch" and t.recalibrate_norm:
-        _recalibrate(net, sampler, device)
-    net.eval()
-    return TrainResult(
-        net, norm, history, time.perf_counter() - start_time, interrupted, prior.name if prior else None, config
-    )
+    seconds = time.perf_counter() - start_time
+    results = []
+    for n, c, history in zip(nets, configs, histories, strict=True):
+        if config.network.norm == "batch" and t.recalibrate_norm:
+            _recalibrate(n, sampler, device)
+        n.eval()
+        results.append(TrainResult(n, norm, history, seconds, interrupted, prior.name if prior else None, c))
+    if len(results) > 1:
+        results[0].candidates = results
+    return results[0]

@@ -634,6 +634,11 @@ def _siamdecon(prior: str | None) -> Method:
                 else (None if model.prior else cfg.loss.label),
                 "train_seconds": train_s,
                 "inference_seconds": infer_s,
+                **(
+                    {"hessian_choice": model.provenance["hessian_choice"]}
+                    if "hessian_choice" in model.provenance
+                    else {}
+                ),
             },
         )
         if prior is None and model.prior is None:
