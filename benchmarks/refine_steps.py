@@ -14,27 +14,17 @@ check itself. One JSON line per case.
 
 import argparse
 import json
-import math
 import time
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from siamdecon import Deconvolver, make_config
 from siamdecon.benchmark.microscopy import microscopy_cases
 from siamdecon.classical import richardson_lucy_refine
-from siamdecon.holdout import (
-    MIN_HELD_OUT,
-    _candidate,
-    check_regions,
-    holdout_folds,
-    reconvolve,
-    replace_by_neighbours,
-)
+from siamdecon.holdout import _candidate, _held_out, reconvolve, replace_by_neighbours
 from siamdecon.metrics import psnr
 from siamdecon.noise import NoiseModel
-from siamdecon.operators import PSFConvolution
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true")
@@ -46,7 +36,7 @@ torch.set_num_threads(args.threads)
 counts = [int(k) for k in args.steps.split(",")]
 
 
-def refine(d: np.ndarray, data: np.ndarray, op: PSFConvolution, k: int, offset: float, w=None) -> np.ndarray:
+def refine(d: np.ndarray, data: np.ndarray, op, k: int, offset: float, w=None) -> np.ndarray:
     if k == 0:
         return d
     return richardson_lucy_refine(d, data, op, offset=offset, iterations=k, weights=w)
@@ -60,21 +50,11 @@ for case in microscopy_cases(quick=args.quick, patterns=args.cases.split(",")):
     n = model.normalization
     noise = NoiseModel(n.gain, n.offset, n.read_variance)
     report = model.check(y, noise=noise)
-    op = PSFConvolution(model.psf)
+    # The check's own held-out pixels, folds, error weights and PSF operator.
+    ho = _held_out(y, model.psf, noise, model.config.mask.fraction, None, None, None, 0)
+    yc, masks, held, weights, op = ho.image, ho.masks, ho.held, ho.weights, ho.op
     est = model.predict(y)
     true = {k: round(psnr(case.to_truth(refine(est, y, op, k, noise.offset)), case.clean), 3) for k in counts}
-    # The check's held-out pixels, as holdout.check draws them.
-    context, scored = check_regions(y.shape, model.psf.shape)
-    yc = np.ascontiguousarray(y[context])
-    inner = tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(scored, context))
-    ishape = tuple(s.stop - s.start for s in inner)
-    frac = model.config.mask.fraction
-    folds = int(min(8, max(2, math.ceil(MIN_HELD_OUT / max(1.0, math.prod(ishape) * frac)))))
-    masks = np.zeros((folds, *yc.shape), bool)
-    masks[(slice(None), *inner)] = holdout_folds(ishape, folds, frac, 0)
-    held = masks.any(0)
-    smooth = ndimage.gaussian_filter(replace_by_neighbours(yc, held).astype(np.float64), 1.0)
-    weights = (1.0 / np.maximum(noise.variance(smooth), 1e-12)).astype(np.float32)
     preds = {k: np.zeros_like(yc) for k in counts}
     for mask in masks:
         masked = replace_by_neighbours(yc, mask)
