@@ -15,6 +15,7 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
+from siamdecon import batch as batch_module
 from siamdecon import make_config
 from siamdecon.cli import app
 from siamdecon.stack import read_provenance, read_stack
@@ -208,6 +209,48 @@ def test_block_by_block_output_gets_the_lucy_richardson_step_the_check_chose(zar
     out = np.asarray(read_stack(d / "out.zarr").data[1, 0])
     assert np.abs(out - whole).max() < 0.02 * whole.std()
     assert np.abs(whole - plain).max() > 0.1 * whole.std()  # the step is larger than the tolerance
+
+
+@pytest.fixture
+def check_prefers_sixteen_steps(monkeypatch):
+    """The held-out check, made to prefer the network after 16 Lucy-Richardson steps."""
+    import dataclasses
+
+    from siamdecon import holdout
+
+    original = holdout.check
+
+    def prefer_the_steps(*args, **kwargs):
+        report = original(*args, **kwargs)
+        refined = next(c for c in report.networks if c.params.get("lr_steps") == 16)
+        return dataclasses.replace(report, network=refined, winner=refined)
+
+    monkeypatch.setattr(holdout, "check", prefer_the_steps)
+
+
+def test_block_by_block_output_gets_several_steps_close_to_the_whole_volumes(zarr_volume, check_prefers_sixteen_steps):
+    """Sixteen steps couple voxels 16 PSFs apart: each block's steps run on the block and a margin
+    of two PSFs (blocks at least eight PSFs wide), which keeps them close to the whole volume's."""
+    from siamdecon import Deconvolver
+    from siamdecon.classical import richardson_lucy_refine
+
+    d = zarr_volume
+    # A small PSF, so that the blocks (chunks, at least 8 PSF sizes per axis) do not span the volume.
+    np.save(d / "psf_small.npy", gaussian((3, 3, 3), (0.7, 0.7, 0.7)))
+    args = ["deconvolve", str(d / "vol.zarr"), "--psf", str(d / "psf_small.npy"), "--save-model", str(d / "m.pt")]
+    args += ["--steps", "1", "--prior", "none", "--check", "-q", "-o", str(d / "out.zarr")]
+    _ok(runner.invoke(app, args))
+    record = json.loads(read_provenance(d / "out.zarr")["check.c0"])
+    assert record["winner"] == "network + 16 Lucy-Richardson steps"
+    model = Deconvolver.load(d / "m.pt")
+    volume = np.asarray(read_stack(d / "vol.zarr").data[1, 0], dtype=np.float32)
+    plain = model.predict(volume)
+    whole = richardson_lucy_refine(plain, volume, model.psf, offset=record["noise"]["offset"], iterations=16)
+    out = np.asarray(read_stack(d / "out.zarr").data[1, 0])
+    assert np.abs(out - whole).max() < 0.02 * whole.std()
+    assert np.abs(whole - plain).max() > 0.1 * whole.std()  # the steps are larger than the tolerance
+    blocks = batch_module._fallback_block_shape((6, 32, 32), (3, 3, 3), volume.shape)
+    assert blocks[1] < volume.shape[1] and blocks[2] < volume.shape[2]  # there were seams to get right
 
 
 def test_block_by_block_output_gets_the_classical_estimate_the_check_fell_back_to(zarr_volume, monkeypatch):

@@ -146,8 +146,11 @@ def test_every_candidates_errors_are_its_held_out_predictions_against_the_data()
 
 def test_check_replaces_a_network_that_does_not_deconvolve():
     truth, noisy, psf, noise = _camera_case()
-    # "Deconvolution" that returns its (masked) input: reblurred, it is blurred twice.
-    report = check(lambda masked: masked, noisy, psf, noise=noise, folds=4, mask_fraction=0.02, spitfire_regs=(0.99,))
+    # "Deconvolution" that returns its (masked) input: reblurred, it is blurred twice. (Steps
+    # from it are off: Lucy-Richardson steps from the input are a deconvolution of their own.)
+    report = check(
+        lambda masked: masked, noisy, psf, noise=noise, folds=4, mask_fraction=0.02, spitfire_regs=(0.99,), refine=False
+    )
     assert report.fell_back
     assert report.z > 2
     assert report.winner is report.classical[0]
@@ -329,7 +332,7 @@ def test_the_check_writes_the_network_after_a_lucy_richardson_step_when_that_pre
 
     truth, noisy, psf, noise = _camera_case()
     bright = 100.0 + 1.3 * (truth - 100.0)  # a network that knows the shapes, not the intensities
-    kwargs = dict(noise=noise, folds=4, mask_fraction=0.02, spitfire_regs=(0.99,))
+    kwargs = dict(noise=noise, folds=4, mask_fraction=0.02, spitfire_regs=(0.99,), refine_steps=(1,))
     report = check(lambda masked: bright, noisy, psf, **kwargs)
     raw, refined = report.networks
     assert raw.label == "network" and refined.label == "network + 1 Lucy-Richardson step"
@@ -354,6 +357,89 @@ def test_the_check_writes_the_network_after_a_lucy_richardson_step_when_that_pre
         check(lambda masked: bright, noisy, psf, step_margin=1.0, **kwargs)
 
 
+def test_refine_series_keeps_every_count_of_one_run():
+    from siamdecon.classical import richardson_lucy_refine, richardson_lucy_refine_series
+
+    truth, noisy, psf, _ = _camera_case(size=48)
+    start = 100.0 + 1.2 * (truth - 100.0)
+    series = richardson_lucy_refine_series(start, noisy, psf, [4, 1, 2], offset=100.0)
+    assert sorted(series) == [1, 2, 4]
+    for k, est in series.items():
+        np.testing.assert_allclose(
+            est, richardson_lucy_refine(start, noisy, psf, offset=100.0, iterations=k), rtol=1e-6
+        )
+    with pytest.raises(ValueError, match="positive"):
+        richardson_lucy_refine_series(start, noisy, psf, [0, 2])
+    with pytest.raises(ValueError, match="positive"):
+        richardson_lucy_refine_series(start, noisy, psf, [])
+
+
+def _scored(errors: list[float], lr_steps: int | None = None) -> holdout.Candidate:
+    params = {} if lr_steps is None else {"lr_steps": lr_steps}
+    e = np.asarray(errors, np.float64)
+    return holdout.Candidate("network", params, float(e.mean()), e)
+
+
+def test_the_longest_series_that_keeps_beating_what_stands_is_chosen():
+    n = 400
+    ones = np.ones(n)
+    raw = _scored(list(2.0 * ones))
+    one = _scored(list(1.5 * ones), 1)  # better at every pixel, by 25 %
+    two = _scored(list(1.49 * ones), 2)  # better everywhere, but by less than the 1 % margin
+    four = _scored(list(1.2 * ones), 4)  # 20 % better than one step: stands
+    eight = _scored(list(np.where(np.arange(n) < 150, 0.1, 1.3)), 8)  # lower mean, worse at most pixels
+    sixteen = _scored(list(1.1 * ones), 16)  # better than four steps everywhere
+    chosen, z = holdout._choose_steps([raw, one, two, four, eight, sixteen], 2.0, 0.01)
+    assert chosen is sixteen
+    assert z == pytest.approx(np.sqrt(n))  # the first step is better at all n pixels
+    # Without sixteen, the sign test keeps four steps against eight's lower mean.
+    assert eight.error < four.error
+    assert holdout._choose_steps([raw, one, two, four, eight], 2.0, 0.01)[0] is four
+    # The first step gates the rest: if it does not stand, no longer series is considered.
+    weak = _scored(list(1.995 * ones), 1)  # better everywhere, by 0.25 %
+    chosen, z = holdout._choose_steps([raw, weak, two, four, sixteen], 2.0, 0.01)
+    assert chosen is raw and z > 2.0
+    assert holdout._choose_steps([raw], 2.0, 0.01) == (raw, 0.0)
+
+
+def test_the_check_writes_several_steps_from_a_network_that_deconvolves_too_little():
+    from siamdecon.classical import richardson_lucy_refine
+
+    truth, noisy, psf, noise = _camera_case()
+    # A network that only denoises: the noise-free blurred object. Lucy-Richardson steps from
+    # it deconvolve, and more of them predict the held-out pixels better.
+    blurred = reconvolve(truth, psf)
+    report = check(lambda masked: blurred, noisy, psf, noise=noise, folds=4, mask_fraction=0.02, spitfire_regs=(0.99,))
+    labels = [c.label for c in report.networks]
+    assert labels == ["network"] + [
+        "network + 1 Lucy-Richardson step",
+        *(f"network + {k} Lucy-Richardson steps" for k in (2, 4, 8, 16)),
+    ]
+    assert report.lr_steps > 1 and not report.fell_back and report.network is report.winner
+    errors = [c.error for c in report.networks]
+    assert report.network.error == min(errors[: report.networks.index(report.network) + 1])
+    assert f"after {report.lr_steps} Lucy-Richardson steps" in report.summary()
+    written = report.output(noisy, psf, blurred)
+    expected = richardson_lucy_refine(blurred, noisy, psf, offset=100.0, iterations=report.lr_steps)
+    np.testing.assert_allclose(written, expected, rtol=1e-6)
+    assert np.mean((written - truth) ** 2) < np.mean((blurred - truth) ** 2)
+    # refine_steps sets the counts scored.
+    short = check(
+        lambda masked: blurred,
+        noisy,
+        psf,
+        noise=noise,
+        folds=4,
+        mask_fraction=0.02,
+        lr_iterations=(4,),
+        spitfire_regs=(),
+        refine_steps=(3, 1),
+    )
+    assert [c.params.get("lr_steps", 0) for c in short.networks] == [0, 1, 3]
+    with pytest.raises(ValueError, match="refine_steps"):
+        check(lambda masked: blurred, noisy, psf, noise=noise, refine_steps=(0, 1))
+
+
 def test_a_step_that_fixes_a_few_pixels_is_not_written_when_it_makes_most_no_better():
     # A network right everywhere but in a small box, twice too bright there: one step fixes the
     # box, which lowers the mean held-out error by far more than the margin, while the other
@@ -361,7 +447,7 @@ def test_a_step_that_fixes_a_few_pixels_is_not_written_when_it_makes_most_no_bet
     truth, noisy, psf, noise = _camera_case()
     est = truth.copy()
     est[40:50, 40:50] = 100.0 + 2.0 * (truth[40:50, 40:50] - 100.0)
-    kwargs = dict(noise=noise, folds=4, mask_fraction=0.02, spitfire_regs=(0.99,))
+    kwargs = dict(noise=noise, folds=4, mask_fraction=0.02, spitfire_regs=(0.99,), refine_steps=(1,))
     report = check(lambda masked: est, noisy, psf, **kwargs)
     raw, refined = report.networks
     assert refined.error < 0.95 * raw.error

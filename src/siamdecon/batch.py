@@ -748,7 +748,7 @@ def _job_train(
 def _job_predict(
     model: Any, volume: np.ndarray, settings: RunSettings, threads: int | None, report: Any = None
 ) -> np.ndarray:
-    """Predict one in-memory (t, c) volume (then the Lucy-Richardson step, if the check chose it)."""
+    """Predict one in-memory (t, c) volume (then the Lucy-Richardson steps, if the check chose them)."""
     with _torch_threads(threads):
         net = model.predict(
             np.asarray(volume),
@@ -813,11 +813,13 @@ def _job_block(
     """Predict one block of a lazily read volume; write it into the partial store (or return it).
 
     ``refine = (steps, offset)``: then run that many Lucy-Richardson steps from the network's
-    estimate, computed on the block and a margin of the PSF's size, which makes the block's values
-    those of the step on the whole volume. ``fallback = (report, (shape, value_range))``: a check
-    report that chose a classical method, and the whole volume's shape and range; the block gets
-    that method's estimate instead, computed on the block and a margin of :data:`FALLBACK_MARGIN`
-    PSF sizes as its part of the whole volume's problem.
+    estimate, computed on the block and a margin of the PSF's size per step, at most
+    :data:`FALLBACK_MARGIN` of them: one or two steps then give the block the values of the steps on
+    the whole volume, more of them values close to those (as for a classical fallback).
+    ``fallback = (report, (shape, value_range))``: a check report that chose a classical method,
+    and the whole volume's shape and range; the block gets that method's estimate instead, computed
+    on the block and a margin of :data:`FALLBACK_MARGIN` PSF sizes as its part of the whole
+    volume's problem.
     """
     from .stack import to_output_dtype
 
@@ -867,9 +869,10 @@ def _block_estimate(
         report, part_of = fallback
         result = report.estimate(np.asarray(view[where], dtype=np.float32), kernel, device=dev, part_of=part_of)
     else:
-        # The step at a voxel needs the reblurred estimate half a PSF around it, and that needs
+        # A step at a voxel needs the reblurred estimate half a PSF around it, and that needs
         # the estimate another half PSF further out.
-        where = _with_margin(region, [k - 1 for k in kernel.shape], view.shape) if refine is not None else region
+        reach = min(refine[0], FALLBACK_MARGIN) if refine is not None else 0
+        where = _with_margin(region, [reach * (k - 1) for k in kernel.shape], view.shape) if reach else region
         result = model.predict_region(
             view,
             where,
@@ -1241,7 +1244,7 @@ def _predict_lazy(
     checks: dict[tuple[int, int | None], Any] | None = None,
 ) -> None:
     """Predict an OME-Zarr input block by block: into a partial OME-Zarr, or into memory for TIFF/NPY
-    (with the Lucy-Richardson step, or the classical estimate, where the check chose it)."""
+    (with the Lucy-Richardson steps, or the classical estimate, where the check chose them)."""
     from tqdm.auto import tqdm
 
     from .data import iter_blocks
@@ -1299,6 +1302,9 @@ def _predict_lazy(
             stats = array_statistics([stack.volume(t, c)])
             fallback = (report, (tuple(stack.spatial_shape), (stats.minimum, stats.maximum)))
             blocks, prefix = _fallback_block_shape(block, model_for(t, c).psf.shape, stack.spatial_shape), "f"
+        elif refine is not None and refine[0] > 1:
+            # Several steps couple voxels further than one PSF: blocks large enough for their margin.
+            blocks, prefix = _fallback_block_shape(block, model_for(t, c).psf.shape, stack.spatial_shape), "r"
         for i, region in enumerate(iter_blocks(stack.spatial_shape, blocks)):
             name = f"t{t}-c{c}-{prefix}{i}"
             if name in done:

@@ -16,7 +16,13 @@ import torch
 
 from .operators import Backend, PSFConvolution, inverse_fft_cropped
 
-__all__ = ["richardson_lucy", "richardson_lucy_refine", "richardson_lucy_series", "richardson_lucy_tensors"]
+__all__ = [
+    "richardson_lucy",
+    "richardson_lucy_refine",
+    "richardson_lucy_refine_series",
+    "richardson_lucy_series",
+    "richardson_lucy_tensors",
+]
 
 _EPS = 1e-12
 
@@ -252,21 +258,50 @@ def richardson_lucy_refine(
     np.ndarray
         Float32, the image's shape, in recorded units.
     """
+    n = int(iterations)
+    return richardson_lucy_refine_series(estimate, image, psf, [n], offset=offset, weights=weights, device=device)[n]
+
+
+def richardson_lucy_refine_series(
+    estimate: np.ndarray,
+    image: np.ndarray,
+    psf: np.ndarray | PSFConvolution,
+    iterations: Iterable[int],
+    *,
+    offset: float = 0.0,
+    weights: np.ndarray | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[int, np.ndarray]:
+    """:func:`richardson_lucy_refine` after each of several step counts, from one run.
+
+    Parameters
+    ----------
+    estimate, image, psf, offset, weights, device
+        As for :func:`richardson_lucy_refine`.
+    iterations : iterable of int
+        Step counts to keep (each at least 1).
+
+    Returns
+    -------
+    dict of int to np.ndarray
+        The estimate after each step count (float32, recorded units).
+    """
     estimate = np.asarray(estimate, np.float32)
     image = np.asarray(image, np.float32)
     if estimate.shape != image.shape:
         raise ValueError(f"estimate shape {estimate.shape} differs from the image shape {image.shape}")
-    if int(iterations) < 1:
-        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    wanted = [int(n) for n in iterations]
+    counts = sorted(set(wanted))
+    if not counts or counts[0] < 1:
+        raise ValueError(f"iterations must be positive integers, got {wanted!r}")
     start = np.clip(estimate - np.float32(offset), 0.0, None)
     # Lucy-Richardson is multiplicative: a pixel that starts at zero stays there.
     floor = 1e-3 * max(float(start.mean()), 1e-12)
     data = np.clip(image - np.float32(offset), 0.0, None)
-    n = int(iterations)
     series = richardson_lucy_series(
-        data, psf, [n], init=np.maximum(start, floor), boundary="extend", weights=weights, device=device
+        data, psf, counts, init=np.maximum(start, floor), boundary="extend", weights=weights, device=device
     )
-    return series[n] + np.float32(offset)
+    return {n: series[n] + np.float32(offset) for n in counts}
 
 
 def richardson_lucy_tensors(

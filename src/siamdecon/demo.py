@@ -10,6 +10,7 @@ import numpy as np
 
 from .classical import richardson_lucy_series
 from .config import make_config
+from .holdout import steps_phrase
 from .io import write_image
 from .metrics import evaluate
 from .model import Deconvolver
@@ -78,7 +79,7 @@ def run_demo(out: Path, steps: int | None = None, seed: int = 0, size: int = 512
     if report.fell_back:
         how = f"check fell back to {report.winner.label}"
     elif report.lr_steps:
-        how += " + 1 Lucy-Richardson step"
+        how += f" + {steps_phrase(report.lr_steps)}"
     row = {"method": f"siamdecon ({how})", **evaluate(result, clean), "seconds": seconds}
     rows.append({**row, "check": report.summary()})
     write_image(out / "clean.tif", clean)

@@ -412,7 +412,7 @@ class Deconvolver:
         siamdecon.holdout.CheckReport
             ``report.fell_back`` says whether a classical estimate predicts the data better;
             ``report.output(image, model.psf, network)`` gives what to write (the network's
-            prediction as is or after the check's Lucy-Richardson step, or the classical estimate).
+            prediction as is or after the check's Lucy-Richardson steps, or the classical estimate).
         """
         from .holdout import check
 

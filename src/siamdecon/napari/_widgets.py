@@ -348,6 +348,7 @@ class DeconvolveWidget(_JobWidget):
         check = bool(self._check.value) and config.preset != "paper"
 
         def task(job: _Job) -> tuple[np.ndarray, str, Image]:
+            from ..holdout import steps_phrase
             from ..model import Deconvolver
 
             kernel = psf
@@ -375,7 +376,7 @@ class DeconvolveWidget(_JobWidget):
                     behind = "the network was behind it on held-out pixels"
                     name = f"{image_name} {report.winner.label} ({behind}, {psf_name})"
                 elif report.lr_steps:
-                    how = f"{model.training_summary} + 1 Lucy-Richardson step"
+                    how = f"{model.training_summary} + {steps_phrase(report.lr_steps)}"
                     name = f"{image_name} siamdecon ({config.preset}, {how}, {psf_name})"
                 result = report.output(data, model.psf, result)
             return result, name, layer
