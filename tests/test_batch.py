@@ -448,15 +448,20 @@ def _camera_image(tmp_path, seed):
 
 def test_check_falls_back_to_the_classical_estimate_and_says_so(tmp_path):
     """A network trained for one step from scratch (the paper preset's, with no Lucy-Richardson start)
-    is no deconvolution: the held-out check, asked for, sees it, writes the classical result, logs
-    the verdict and records it in the file's provenance."""
+    is no deconvolution: the held-out check, asked for, sees it, writes the classical result (or, where
+    Lucy-Richardson steps from the network's output predict the held-out pixels better than any
+    classical estimate, those steps), logs the verdict and records it in the file's provenance."""
     truth, _, _ = _camera_image(tmp_path, seed=0)
     base = ["deconvolve", str(tmp_path / "img.tif"), "--psf", str(tmp_path / "psf.npy"), "--steps", "1"]
     base += ["--preset", "paper"]
     result = _ok(runner.invoke(app, [*base, "--check", "-o", str(tmp_path / "checked.tif")]))
-    assert "held-out pixels" in result.output and "instead" in result.output
+    assert "held-out pixels" in result.output
     record = json.loads(read_provenance(tmp_path / "checked.tif")["check.c0"])
-    assert record["fell_back"] is True
+    assert record["winner"] != "network"
+    if record["fell_back"]:
+        assert "instead" in result.output
+    else:
+        assert "Lucy-Richardson steps from it" in result.output
     checked = read_stack(tmp_path / "checked.tif").data
     _ok(runner.invoke(app, [*base, "-q", "-o", str(tmp_path / "plain.tif")]))  # the paper preset: no check
     assert "check.c0" not in read_provenance(tmp_path / "plain.tif")
