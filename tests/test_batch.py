@@ -173,21 +173,32 @@ def test_ome_zarr_in_and_out_block_by_block(zarr_volume):
     assert np.abs(np.asarray(out.data[1, 0]) - whole).max() < 0.02 * whole.std()
 
 
-@pytest.fixture
-def check_prefers_the_step(monkeypatch):
-    """The held-out check, made to prefer the network after one Lucy-Richardson step."""
+def _prefer_steps(monkeypatch, steps: int) -> None:
+    """Make the held-out check prefer the network after ``steps`` Lucy-Richardson steps."""
     import dataclasses
 
     from siamdecon import holdout
 
     original = holdout.check
 
-    def prefer_the_step(*args, **kwargs):
+    def prefer(*args, **kwargs):
         report = original(*args, **kwargs)
-        refined = next(c for c in report.networks if c.params.get("lr_steps"))
+        refined = next(c for c in report.networks if c.params.get("lr_steps") == steps)
         return dataclasses.replace(report, network=refined, winner=refined)
 
-    monkeypatch.setattr(holdout, "check", prefer_the_step)
+    monkeypatch.setattr(holdout, "check", prefer)
+
+
+@pytest.fixture
+def check_prefers_the_step(monkeypatch):
+    """The held-out check, made to prefer the network after one Lucy-Richardson step."""
+    _prefer_steps(monkeypatch, 1)
+
+
+@pytest.fixture
+def check_prefers_sixteen_steps(monkeypatch):
+    """The held-out check, made to prefer the network after 16 Lucy-Richardson steps."""
+    _prefer_steps(monkeypatch, 16)
 
 
 def test_block_by_block_output_gets_the_lucy_richardson_step_the_check_chose(zarr_volume, check_prefers_the_step):
@@ -209,23 +220,6 @@ def test_block_by_block_output_gets_the_lucy_richardson_step_the_check_chose(zar
     out = np.asarray(read_stack(d / "out.zarr").data[1, 0])
     assert np.abs(out - whole).max() < 0.02 * whole.std()
     assert np.abs(whole - plain).max() > 0.1 * whole.std()  # the step is larger than the tolerance
-
-
-@pytest.fixture
-def check_prefers_sixteen_steps(monkeypatch):
-    """The held-out check, made to prefer the network after 16 Lucy-Richardson steps."""
-    import dataclasses
-
-    from siamdecon import holdout
-
-    original = holdout.check
-
-    def prefer_the_steps(*args, **kwargs):
-        report = original(*args, **kwargs)
-        refined = next(c for c in report.networks if c.params.get("lr_steps") == 16)
-        return dataclasses.replace(report, network=refined, winner=refined)
-
-    monkeypatch.setattr(holdout, "check", prefer_the_steps)
 
 
 def test_block_by_block_output_gets_several_steps_close_to_the_whole_volumes(zarr_volume, check_prefers_sixteen_steps):
