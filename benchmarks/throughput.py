@@ -33,7 +33,7 @@ from siamdecon.masking import apply_mask, stratified_mask
 from siamdecon.network import prefer_channels_last
 from siamdecon.operators import PSFConvolution
 from siamdecon.psf import generate_psf
-from siamdecon.runtime import keep_freed_memory
+from siamdecon.runtime import allow_keep_freed_memory, keep_freed_memory
 from siamdecon.training import build_network
 
 
@@ -54,6 +54,8 @@ def main() -> None:
     )
     ap.add_argument("--malloc", choices=("reuse", "system"), default="reuse")
     args = ap.parse_args()
+    if args.malloc == "reuse":
+        allow_keep_freed_memory()  # as the CLI does: the library alone leaves malloc as it is
     malloc_tuned = keep_freed_memory() if args.malloc == "reuse" else False
     cfg = make_config(
         args.preset, args.ndim, width=args.width, training={"batch_size": args.batch_size} if args.batch_size else None
